@@ -110,9 +110,10 @@ func invalidValue(what, value, want string) error {
 }
 
 // quote renders s as a RouterOS string literal. Values are validated before
-// they get here, so escaping is a second wall, not the only one: it neutralises
-// the characters RouterOS gives meaning to inside strings ('"', '\', and '$'
-// for variable substitution) and rejects control characters outright.
+// they get here (no control character passes validation), so escaping is a
+// second wall, not the only one: it neutralises the characters RouterOS gives
+// meaning to inside strings: '"', '\', '$' (variable substitution) and '?'
+// (help in an interactive console).
 func quote(s string) string {
 	var b strings.Builder
 	b.Grow(len(s) + 2)
@@ -187,14 +188,10 @@ func DiskPrint(slot string) (Command, error) {
 	return Command{kind: "disk-print", text: "/disk print detail where slot=" + quote(slot)}, nil
 }
 
-// DiskList prints every disk whose slot starts with prefix. The prefix is
-// validated as a slot, so it holds no regular-expression metacharacter other
-// than '.', which it escapes.
-func DiskList(prefix string) (Command, error) {
-	if err := ValidateSlot(prefix); err != nil {
-		return Command{}, err
-	}
-	return Command{kind: "disk-list", text: "/disk print detail where slot~" + quote("^"+regexLiteral(prefix))}, nil
+// DiskList prints every disk. The controller filters client-side on the
+// naming convention, so no user value has to travel inside a regex.
+func DiskList() Command {
+	return Command{kind: "disk-list", text: "/disk print detail"}
 }
 
 // DiskRemove removes the disk in slot. RouterOS leaves its backing file.
