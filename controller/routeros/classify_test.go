@@ -176,7 +176,7 @@ func TestClassifyTransportFailures(t *testing.T) {
 
 func TestClassifyKeepsAnAlreadyClassifiedError(t *testing.T) {
 	in := &Error{Kind: KindNoSpace, Command: "disk-add"}
-	if got := Classify("disk-add", in, "", ""); got != in {
+	if got := Classify("disk-add", in, "", ""); !errors.Is(got, in) {
 		t.Fatalf("got %v, want the same *Error back", got)
 	}
 }

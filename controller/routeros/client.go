@@ -265,7 +265,8 @@ func (c *Client) abandon(cmd Command, conn *connection, sess *ssh.Session, done 
 	grace := time.NewTimer(c.closeGrace)
 	defer grace.Stop()
 	select {
-	case <-done:
+	case err := <-done:
+		klog.V(4).InfoS("Abandoned RouterOS session ended", "command", cmd.Kind(), "err", err)
 		return
 	case <-grace.C:
 	}
@@ -273,7 +274,8 @@ func (c *Client) abandon(cmd Command, conn *connection, sess *ssh.Session, done 
 	c.drop(conn, errors.New("session did not close after its deadline"))
 	grace.Reset(c.closeGrace)
 	select {
-	case <-done:
+	case err := <-done:
+		klog.V(4).InfoS("Abandoned RouterOS session ended", "command", cmd.Kind(), "err", err)
 	case <-grace.C:
 		klog.ErrorS(nil, "RouterOS session still running after its connection was closed", "command", cmd.Kind())
 	}
@@ -418,7 +420,7 @@ func (c *Client) dial(ctx context.Context) (*connection, error) {
 	if err != nil {
 		_ = raw.Close()
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("SSH handshake cut short (%v): %w", ctx.Err(), err)
+			return nil, fmt.Errorf("SSH handshake cut short (%w): %w", ctx.Err(), err)
 		}
 		return nil, err
 	}

@@ -118,7 +118,7 @@ func (s *testServer) handleConn(nc net.Conn) {
 	s.accepted++
 	s.conns = append(s.conns, gc)
 	s.mu.Unlock()
-	defer gc.Close()
+	defer func() { _ = gc.Close() }()
 
 	sc, chans, reqs, err := ssh.NewServerConn(gc, s.config)
 	if err != nil {
@@ -144,7 +144,7 @@ func (s *testServer) handleConn(nc net.Conn) {
 
 func (s *testServer) handleSession(gc *gateConn, ch ssh.Channel, reqs <-chan *ssh.Request) {
 	defer s.wg.Done()
-	defer ch.Close()
+	defer func() { _ = ch.Close() }()
 	var command string
 	for req := range reqs {
 		var exec struct{ Command string }
@@ -392,7 +392,7 @@ func TestDeadlineClosesTheSessionAndKeepsTheConnection(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	_, err := c.Run(ctx, scripted("hang"))
-	wantKind(t, err, KindTimeout)
+	_ = wantKind(t, err, KindTimeout)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("timeout %v does not wrap context.DeadlineExceeded", err)
 	}
@@ -425,7 +425,7 @@ func TestCommandTimeoutAppliesWithoutAContextDeadline(t *testing.T) {
 	c := srv.client(t, func(cfg *ClientConfig) { cfg.CommandTimeout = 150 * time.Millisecond })
 	start := time.Now()
 	_, err := c.Run(context.Background(), scripted("hang"))
-	wantKind(t, err, KindTimeout)
+	_ = wantKind(t, err, KindTimeout)
 	if took := time.Since(start); took > time.Second {
 		t.Errorf("Run returned after %s, want about the 150ms command timeout", took)
 	}
@@ -438,7 +438,7 @@ func TestHungConnectionIsDroppedAndRedialled(t *testing.T) {
 	c.closeGrace = 200 * time.Millisecond
 
 	_, err := c.Run(context.Background(), scripted("freeze"))
-	wantKind(t, err, KindTimeout)
+	_ = wantKind(t, err, KindTimeout)
 	select {
 	case <-srv.channelClosed:
 	case <-time.After(3 * time.Second):
@@ -462,7 +462,7 @@ func TestConnectionBrokenMidCommandIsUnavailableAndNotRetried(t *testing.T) {
 	c := srv.client(t, nil)
 
 	_, err := c.Run(context.Background(), scripted("drop"))
-	wantKind(t, err, KindUnavailable)
+	_ = wantKind(t, err, KindUnavailable)
 	if !errors.Is(err, errConnLost) {
 		t.Errorf("error %v does not say the connection was lost mid-command", err)
 	}
@@ -513,10 +513,10 @@ func TestServerDownIsUnavailableQuickly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	start := time.Now()
 	err = c.Ping(context.Background())
-	wantKind(t, err, KindUnavailable)
+	_ = wantKind(t, err, KindUnavailable)
 	if took := time.Since(start); took > time.Second {
 		t.Errorf("refused connection took %s to report", took)
 	}
@@ -554,16 +554,16 @@ func TestFailedDialsBackOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	ctx := context.Background()
 
-	wantKind(t, c.Ping(ctx), KindUnavailable)
+	_ = wantKind(t, c.Ping(ctx), KindUnavailable)
 	if n := dials.Load(); n != 1 {
 		t.Fatalf("dials = %d, want 1", n)
 	}
 	start := time.Now()
 	err = c.Ping(ctx)
-	wantKind(t, err, KindUnavailable)
+	_ = wantKind(t, err, KindUnavailable)
 	if n := dials.Load(); n != 1 {
 		t.Errorf("a command inside the backoff window dialled (dials = %d)", n)
 	}
@@ -575,13 +575,13 @@ func TestFailedDialsBackOff(t *testing.T) {
 	}
 
 	time.Sleep(350 * time.Millisecond)
-	wantKind(t, c.Ping(ctx), KindUnavailable)
+	_ = wantKind(t, c.Ping(ctx), KindUnavailable)
 	if n := dials.Load(); n != 2 {
 		t.Errorf("after the window: dials = %d, want 2", n)
 	}
 	// The second failure doubles the wait to 600ms.
 	time.Sleep(350 * time.Millisecond)
-	wantKind(t, c.Ping(ctx), KindUnavailable)
+	_ = wantKind(t, c.Ping(ctx), KindUnavailable)
 	if n := dials.Load(); n != 2 {
 		t.Errorf("350ms after the second failure: dials = %d, want still 2", n)
 	}
@@ -648,7 +648,7 @@ func TestWaitingForASessionSlotRespectsTheContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	_, err := c.Run(ctx, scripted("ok"))
-	wantKind(t, err, KindTimeout)
+	_ = wantKind(t, err, KindTimeout)
 	if !strings.Contains(err.Error(), "waiting for a free session") {
 		t.Errorf("error %q does not say it waited for a session", err)
 	}
@@ -657,7 +657,7 @@ func TestWaitingForASessionSlotRespectsTheContext(t *testing.T) {
 	}
 
 	stopHang()
-	wantKind(t, <-hangDone, KindTimeout)
+	_ = wantKind(t, <-hangDone, KindTimeout)
 }
 
 func TestHostKeyPinningThroughTheClient(t *testing.T) {
@@ -671,7 +671,7 @@ func TestHostKeyPinningThroughTheClient(t *testing.T) {
 		}
 		c := srv.client(t, func(cfg *ClientConfig) { cfg.HostKeyCallback = check })
 		_, err = c.Run(context.Background(), scripted("ok"))
-		wantKind(t, err, KindUnavailable)
+		_ = wantKind(t, err, KindUnavailable)
 		if !errors.Is(err, ErrHostKeyMismatch) {
 			t.Errorf("error %v is not a host key mismatch", err)
 		}
@@ -696,7 +696,7 @@ func TestHostKeyPinningThroughTheClient(t *testing.T) {
 		}
 		c := srv.client(t, func(cfg *ClientConfig) { cfg.HostKeyCallback = check })
 		_, err = c.Run(context.Background(), scripted("ok"))
-		wantKind(t, err, KindUnavailable)
+		_ = wantKind(t, err, KindUnavailable)
 		if !errors.Is(err, ErrHostKeyMismatch) {
 			t.Errorf("error %v is not a host key mismatch", err)
 		}
@@ -716,7 +716,7 @@ func TestRunAfterCloseIsUnavailable(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := c.Run(context.Background(), scripted("ok"))
-	wantKind(t, err, KindUnavailable)
+	_ = wantKind(t, err, KindUnavailable)
 }
 
 func TestNewClientValidates(t *testing.T) {

@@ -127,12 +127,12 @@ func lexCommand(line string) (parsed, error) {
 	p := parsed{args: map[string]string{}}
 	i := 0
 	for i < len(line) {
-		switch c := line[i]; {
-		case c == ' ':
+		switch c := line[i]; c {
+		case ' ':
 			i++
-		case c == ';' || c == '\n' || c == '\r' || c == '$' || c == '{' || c == '}':
+		case ';', '\n', '\r', '$', '{', '}':
 			return p, fmt.Errorf("unquoted %q at %d", c, i)
-		case c == '[':
+		case '[':
 			depth, j := 0, i
 			for ; j < len(line); j++ {
 				if line[j] == '"' {
