@@ -47,11 +47,14 @@ var outputRules = []outputRule{
 	{regexp.MustCompile(`bad command name`), KindInvalid},
 	{regexp.MustCompile(`value of .* out of range`), KindInvalid},
 	{regexp.MustCompile(`input does not match`), KindInvalid},
+	{regexp.MustCompile(`missing value`), KindInvalid},
+	{regexp.MustCompile(`invalid regular expression`), KindInvalid},
+	{regexp.MustCompile(`too long`), KindInvalid},
 }
 
 // errorLeads start RouterOS messages that match no rule above but still
 // report a failure.
-var errorLeads = []string{"failure:", "error:", "expected "}
+var errorLeads = []string{"failure:", "error:", "expected ", "invalid ", "missing value", "bad ", "rds-sim:"}
 
 // Classify turns the outcome of one command into a classified *Error, or nil
 // when the command succeeded. runErr is what running the command returned

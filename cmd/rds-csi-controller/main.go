@@ -1,0 +1,169 @@
+// Command rds-csi-controller serves the CSI Identity and Controller services
+// of rds-csi, provisioning volumes on a MikroTik RDS over SSH.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/crypto/ssh"
+	"k8s.io/klog/v2"
+
+	"github.com/rds-csi/rds-csi/controller"
+	"github.com/rds-csi/rds-csi/controller/routeros"
+	"github.com/rds-csi/rds-csi/rpc"
+	"github.com/rds-csi/rds-csi/volume"
+)
+
+// version and commit are stamped by the build (-ldflags -X).
+var (
+	version = "dev"
+	commit  = "unknown"
+)
+
+type flags struct {
+	endpoint        string
+	metricsAddress  string
+	showVersion     bool
+	driver          controller.Options
+	rdsAddress      string
+	rdsUser         string
+	rdsKeyFile      string
+	knownHosts      string
+	fingerprint     string
+	insecureHostKey bool
+	commandTimeout  time.Duration
+	maxSessions     int
+}
+
+func parseFlags(args []string) (*flags, error) {
+	f := &flags{}
+	fs := flag.NewFlagSet("rds-csi-controller", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	fs.StringVar(&f.endpoint, "endpoint", "unix:///csi/csi.sock", "CSI endpoint (unix:///path or tcp://host:port)")
+	fs.StringVar(&f.metricsAddress, "metrics-address", ":9809", "address of the Prometheus /metrics endpoint; empty disables it")
+	fs.BoolVar(&f.showVersion, "version", false, "print the version and exit")
+	fs.StringVar(&f.driver.DriverName, "driver-name", controller.DefaultDriverName, "CSI driver name (rds.csi.srvlab.io adopts the earlier driver's volumes)")
+	fs.StringVar(&f.driver.NQNPrefix, "nqn-prefix", volume.DefaultNQNPrefix, "subsystem NQN prefix; a volume's NQN is the prefix plus its slot")
+	fs.StringVar(&f.driver.BasePath, "base-path", "/storage-pool/rds-csi", "default directory of backing files on the RDS (StorageClass basePath overrides); its first part is the pool")
+	fs.StringVar(&f.driver.NVMeAddress, "nvme-address", "", "default NVMe/TCP target IP (StorageClass nvmeAddress overrides); defaults to the --rds-address host when it is an IP")
+	fs.IntVar(&f.driver.NVMePort, "nvme-port", 4420, "default NVMe/TCP port (StorageClass nvmePort overrides)")
+	fs.Int64Var(&f.driver.CapacityReserve, "capacity-reserve-bytes", 0, "bytes of pool space GetCapacity keeps back")
+	fs.StringVar(&f.rdsAddress, "rds-address", "", "RDS SSH address, host[:port] (port 22 by default)")
+	fs.StringVar(&f.rdsUser, "rds-user", "", "RouterOS user; console options are appended by the driver")
+	fs.StringVar(&f.rdsKeyFile, "rds-private-key", "", "file holding the SSH private key")
+	fs.StringVar(&f.knownHosts, "rds-known-hosts", "", "known_hosts file pinning the RDS host key")
+	fs.StringVar(&f.fingerprint, "rds-host-key-fingerprint", "", "pinned RDS host key fingerprint (SHA256:...)")
+	fs.BoolVar(&f.insecureHostKey, "rds-insecure-skip-host-key-check", false, "accept any RDS host key (insecure: for first contact only)")
+	fs.DurationVar(&f.commandTimeout, "rds-command-timeout", 30*time.Second, "deadline of every RouterOS command")
+	fs.IntVar(&f.maxSessions, "rds-max-sessions", 8, "concurrent RouterOS commands on the one SSH connection")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if f.showVersion {
+		return f, nil
+	}
+	var errs []error
+	if f.rdsAddress == "" {
+		errs = append(errs, errors.New("--rds-address is required"))
+	} else if _, _, err := net.SplitHostPort(f.rdsAddress); err != nil {
+		f.rdsAddress = net.JoinHostPort(f.rdsAddress, "22")
+	}
+	if f.rdsUser == "" {
+		errs = append(errs, errors.New("--rds-user is required"))
+	}
+	if f.rdsKeyFile == "" {
+		errs = append(errs, errors.New("--rds-private-key is required"))
+	}
+	if f.driver.NVMeAddress == "" && f.rdsAddress != "" {
+		if host, _, err := net.SplitHostPort(f.rdsAddress); err == nil && net.ParseIP(host) != nil {
+			f.driver.NVMeAddress = host
+		}
+	}
+	f.driver.Version = version
+	if err := f.driver.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return f, errors.Join(errs...)
+}
+
+func main() {
+	f, err := parseFlags(os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	if f.showVersion {
+		fmt.Printf("rds-csi-controller %s (commit %s)\n", version, commit)
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, f); err != nil {
+		klog.ErrorS(err, "Controller stopped")
+		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
+	}
+}
+
+func run(ctx context.Context, f *flags) error {
+	klog.InfoS("Starting rds-csi-controller", "version", version, "commit", commit, "driver", f.driver.DriverName, "rds", f.rdsAddress)
+	keyPEM, err := os.ReadFile(f.rdsKeyFile)
+	if err != nil {
+		return fmt.Errorf("reading the SSH private key: %w", err)
+	}
+	signer, err := ssh.ParsePrivateKey(keyPEM)
+	if err != nil {
+		// The parser's error never quotes the key material.
+		return fmt.Errorf("parsing the SSH private key %s: %w", f.rdsKeyFile, err)
+	}
+	if f.insecureHostKey {
+		klog.Warning("RDS host key checking is DISABLED (--rds-insecure-skip-host-key-check): anyone on the path can impersonate the RDS and read every command. Pin the key with --rds-known-hosts or --rds-host-key-fingerprint.")
+	}
+	hostKey, err := routeros.HostKeyCallback(f.knownHosts, f.fingerprint, f.insecureHostKey)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	client, err := routeros.NewClient(routeros.ClientConfig{
+		Address:         f.rdsAddress,
+		User:            f.rdsUser,
+		Signer:          signer,
+		HostKeyCallback: hostKey,
+		CommandTimeout:  f.commandTimeout,
+		MaxSessions:     f.maxSessions,
+		Metrics:         routeros.NewMetrics(reg),
+	})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = client.Close() }()
+
+	driver := controller.New(f.driver, routeros.NewDisks(client))
+	srv := rpc.NewServer(f.driver.DriverName, rpc.NewMetrics(reg))
+	csi.RegisterIdentityServer(srv, driver)
+	csi.RegisterControllerServer(srv, driver)
+	lis, err := rpc.Listen(f.endpoint)
+	if err != nil {
+		return err
+	}
+	if f.metricsAddress != "" {
+		go rpc.ServeMetrics(ctx, f.metricsAddress, reg)
+	}
+	go func() {
+		<-ctx.Done()
+		srv.GracefulStop()
+	}()
+	klog.InfoS("Serving CSI", "endpoint", f.endpoint)
+	return srv.Serve(lis)
+}

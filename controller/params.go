@@ -1,0 +1,89 @@
+package controller
+
+import (
+	"fmt"
+	"net"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/rds-csi/rds-csi/controller/routeros"
+	"github.com/rds-csi/rds-csi/volume"
+)
+
+// StorageClass parameter names. The connect options and the migration
+// timeout use the volume context keys of the same name.
+const (
+	ParamBasePath    = "basePath"
+	ParamNVMeAddress = "nvmeAddress"
+	ParamNVMePort    = "nvmePort"
+)
+
+// reservedPrefix marks parameters the CSI sidecars add or interpret
+// themselves (fstype, the PVC and PV names of --extra-create-metadata).
+const reservedPrefix = "csi.storage.k8s.io/"
+
+// classParams is a parsed, validated StorageClass parameter set.
+type classParams struct {
+	basePath         string
+	address          string
+	port             int
+	connect          volume.ConnectOptions
+	migrationTimeout time.Duration
+}
+
+// parseParams validates StorageClass parameters. Unknown names are refused so
+// that a typo ("ctrlLossTimeout") is not silently ignored.
+func (d *Driver) parseParams(params map[string]string) (classParams, error) {
+	p := classParams{
+		basePath:         d.opts.BasePath,
+		address:          d.opts.NVMeAddress,
+		port:             d.opts.NVMePort,
+		connect:          volume.DefaultConnectOptions(),
+		migrationTimeout: volume.DefaultMigrationTimeout,
+	}
+	var unknown []string
+	for k, v := range params {
+		switch k {
+		case ParamBasePath:
+			if err := routeros.ValidateFilePath(v); err != nil {
+				return p, fmt.Errorf("parameter %s: %w", k, err)
+			}
+			p.basePath = strings.TrimSuffix(v, "/")
+		case ParamNVMeAddress:
+			if net.ParseIP(v) == nil {
+				return p, fmt.Errorf("parameter %s=%q: want an IP address (the kernel's NVMe/TCP traddr takes no host name)", k, v)
+			}
+			p.address = v
+		case ParamNVMePort:
+			port, err := volume.ParsePort(v)
+			if err != nil {
+				return p, fmt.Errorf("parameter %s: %w", k, err)
+			}
+			p.port = port
+		case volume.KeyMigrationTimeout:
+			t, err := volume.ParseMigrationTimeout(v)
+			if err != nil {
+				return p, fmt.Errorf("parameter %s: %w", k, err)
+			}
+			p.migrationTimeout = t
+		case volume.KeyCtrlLossTmo, volume.KeyReconnectDelay, volume.KeyKeepAliveTmo, volume.KeyFastIOFailTmo:
+			// handled together below
+		default:
+			if !strings.HasPrefix(k, reservedPrefix) {
+				unknown = append(unknown, k)
+			}
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return p, fmt.Errorf("unknown parameter(s) %s: see the StorageClass parameter reference in the README", strings.Join(unknown, ", "))
+	}
+	if err := p.connect.Set(params); err != nil {
+		return p, fmt.Errorf("parameter %w", err)
+	}
+	if p.address == "" {
+		return p, fmt.Errorf("parameter %s is required (no default NVMe address is configured)", ParamNVMeAddress)
+	}
+	return p, nil
+}
