@@ -6,7 +6,7 @@ GOBIN     ?= $(shell $(GO) env GOPATH)/bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
-BINARIES  := rds-csi-controller rds-sim
+BINARIES  := rds-csi-controller rds-csi-agent rds-sim
 GOLANGCI_LINT_VERSION := v2.15.0
 # Seconds each fuzz target runs in `make fuzz` (seeds always run in `make test`).
 FUZZTIME  ?= 30s
@@ -30,7 +30,7 @@ unit:
 # -v so that Ginkgo's summary (how many specs ran, how many were skipped)
 # is in the log.
 sanity:
-	$(GO) test -race -count=1 -v ./test/sanity/
+	$(GO) test -race -count=1 -v ./test/sanity/...
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzParseRecords -fuzztime=$(FUZZTIME) ./controller/routeros/

@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/crypto/ssh"
 	"k8s.io/klog/v2"
 
@@ -133,8 +131,7 @@ func run(ctx context.Context, f *flags) error {
 	if err != nil {
 		return err
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := rpc.NewRegistry()
 	client, err := routeros.NewClient(routeros.ClientConfig{
 		Address:         f.rdsAddress,
 		User:            f.rdsUser,
@@ -153,17 +150,5 @@ func run(ctx context.Context, f *flags) error {
 	srv := rpc.NewServer(f.driver.DriverName, rpc.NewMetrics(reg))
 	csi.RegisterIdentityServer(srv, driver)
 	csi.RegisterControllerServer(srv, driver)
-	lis, err := rpc.Listen(f.endpoint)
-	if err != nil {
-		return err
-	}
-	if f.metricsAddress != "" {
-		go rpc.ServeMetrics(ctx, f.metricsAddress, reg)
-	}
-	go func() {
-		<-ctx.Done()
-		srv.GracefulStop()
-	}()
-	klog.InfoS("Serving CSI", "endpoint", f.endpoint)
-	return srv.Serve(lis)
+	return rpc.Serve(ctx, srv, f.endpoint, f.metricsAddress, reg)
 }

@@ -1,0 +1,129 @@
+// Package agent is the rds-csi node agent: the CSI Identity and Node
+// services. Every touch of the host goes through kernel/ behind the small
+// interfaces below.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+
+	"github.com/rds-csi/rds-csi/kernel/blockdev"
+	"github.com/rds-csi/rds-csi/kernel/sysfs"
+	"github.com/rds-csi/rds-csi/volume"
+)
+
+// Target is everything needed to reach one volume's namespace.
+type Target struct {
+	VolumeID string
+	volume.Context
+	HostNQN, HostID string
+	// NSID is the namespace within the subsystem: an RDS exports one disk
+	// per subsystem, as namespace 1.
+	NSID int
+}
+
+// Device is a volume's block device on this node.
+type Device struct {
+	Path string // device node, /dev/<name>
+	Dev  sysfs.DevT
+}
+
+// ErrNotAttached is returned by Attacher.Find when the volume's namespace is
+// not present on this node.
+var ErrNotAttached = errors.New("volume is not attached to this node")
+
+// Attacher makes a volume's namespace appear as a block device. The NVMe/TCP
+// fabrics code is the production Attacher; tests on machines without NVMe
+// use a loop-device Attacher behind the same interface.
+type Attacher interface {
+	// Attach connects (if needed) and waits until the device is present.
+	Attach(ctx context.Context, t Target) (Device, error)
+	// Find returns the device of an attached volume, or ErrNotAttached.
+	Find(ctx context.Context, t Target) (Device, error)
+	// Detach disconnects the volume. The caller has checked that the NQN
+	// is under the managed prefix.
+	Detach(ctx context.Context, t Target) error
+	// Refresh makes the device show the target's current size and returns
+	// once it shows at least size bytes.
+	Refresh(ctx context.Context, t Target, size int64) error
+}
+
+// Options configure the agent; every field has a flag in cmd/rds-csi-agent.
+type Options struct {
+	DriverName string
+	Version    string
+	NodeID     string
+	// ManagedNQNPrefix: only subsystems whose NQN starts with it are
+	// staged and ever disconnected by this agent.
+	ManagedNQNPrefix string
+	// AttachTimeout bounds connect-and-wait-for-device in NodeStage.
+	AttachTimeout time.Duration
+	// InUseTimeout bounds the in-use check of NodeUnstage (MIG-4).
+	InUseTimeout time.Duration
+	// SysRoot and ProcRoot are /sys and /proc (tests may point elsewhere).
+	SysRoot, ProcRoot string
+}
+
+// Validate checks the options and fills defaults.
+func (o *Options) Validate() error {
+	if o.DriverName == "" {
+		o.DriverName = "rds.csi.dev"
+	}
+	if o.ManagedNQNPrefix == "" {
+		o.ManagedNQNPrefix = volume.DefaultNQNPrefix
+	}
+	if o.AttachTimeout == 0 {
+		o.AttachTimeout = 60 * time.Second
+	}
+	if o.InUseTimeout == 0 {
+		o.InUseTimeout = 5 * time.Second
+	}
+	if o.SysRoot == "" {
+		o.SysRoot = "/sys"
+	}
+	if o.ProcRoot == "" {
+		o.ProcRoot = "/proc"
+	}
+	var errs []error
+	if o.NodeID == "" {
+		errs = append(errs, errors.New("node ID is required (the Kubernetes node name)"))
+	}
+	if !strings.HasPrefix(o.ManagedNQNPrefix, "nqn.") || !strings.ContainsRune(o.ManagedNQNPrefix, ':') {
+		errs = append(errs, fmt.Errorf("managed NQN prefix %q must look like nqn.yyyy-mm.domain:…", o.ManagedNQNPrefix))
+	}
+	return errors.Join(errs...)
+}
+
+// Node serves the CSI Identity and Node services.
+type Node struct {
+	csi.UnimplementedIdentityServer
+	csi.UnimplementedNodeServer
+
+	opts     Options
+	attacher Attacher
+	mounter  Mounter
+	metrics  *Metrics
+	inFlight volume.InFlight
+
+	// probe decides whether a device may hold data (the format gate);
+	// blockdev.HasSignature, replaceable in tests to make it fail.
+	probe func(ctx context.Context, path string) (found bool, what string, err error)
+
+	mu      sync.Mutex
+	staging map[string]string // volume ID -> staging path, for NodeUnpublish's record update
+}
+
+// New returns an agent; opts must have passed Validate. metrics may be nil.
+func New(opts Options, attacher Attacher, mounter Mounter, metrics *Metrics) *Node {
+	return &Node{opts: opts, attacher: attacher, mounter: mounter, metrics: metrics, probe: blockdev.HasSignature, staging: map[string]string{}}
+}
+
+func (n *Node) managed(nqn string) bool {
+	return strings.HasPrefix(nqn, n.opts.ManagedNQNPrefix)
+}

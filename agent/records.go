@@ -1,0 +1,90 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+)
+
+// record is what the agent keeps about a staged volume, beside its staging
+// path, so that after a restart it knows which NQN, namespace and device a
+// staging or publish path belongs to without asking anyone (HEAL-4).
+type record struct {
+	VolumeID    string   `json:"volumeID"`
+	NQN         string   `json:"nqn"`
+	NSID        int      `json:"nsid"`
+	Device      string   `json:"device"` // major:minor when staged
+	Block       bool     `json:"block"`
+	FSType      string   `json:"fsType,omitempty"`
+	StagingPath string   `json:"stagingPath"`
+	Targets     []string `json:"targets,omitempty"`
+}
+
+// recordPath is the record's file: in the staging path's parent directory,
+// named after the volume, so volumes whose staging paths share a parent (raw
+// block staging) keep separate records.
+func recordPath(stagingPath, volumeID string) string {
+	return filepath.Join(filepath.Dir(filepath.Clean(stagingPath)), "rds-csi-"+volumeID+".json")
+}
+
+func loadRecord(stagingPath, volumeID string) (record, bool, error) {
+	b, err := os.ReadFile(recordPath(stagingPath, volumeID))
+	if errors.Is(err, fs.ErrNotExist) {
+		return record{}, false, nil
+	}
+	if err != nil {
+		return record{}, false, err
+	}
+	var r record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return record{}, false, fmt.Errorf("record %s: %w", recordPath(stagingPath, volumeID), err)
+	}
+	if r.VolumeID != volumeID {
+		return record{}, false, fmt.Errorf("record %s belongs to volume %q", recordPath(stagingPath, volumeID), r.VolumeID)
+	}
+	return r, true, nil
+}
+
+// save writes the record atomically: a crash leaves the old or the new one.
+func (r record) save() error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	path := recordPath(r.StagingPath, r.VolumeID)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func removeRecord(stagingPath, volumeID string) error {
+	err := os.Remove(recordPath(stagingPath, volumeID))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+func (r *record) addTarget(t string) bool {
+	if slices.Contains(r.Targets, t) {
+		return false
+	}
+	r.Targets = append(r.Targets, t)
+	slices.Sort(r.Targets)
+	return true
+}
+
+func (r *record) removeTarget(t string) bool {
+	i := slices.Index(r.Targets, t)
+	if i < 0 {
+		return false
+	}
+	r.Targets = slices.Delete(r.Targets, i, i+1)
+	return true
+}

@@ -1,0 +1,107 @@
+// Command rds-csi-agent serves the CSI Identity and Node services of rds-csi
+// on a node: NVMe/TCP attach through /dev/nvme-fabrics, formatting (of blank
+// volumes only), mounts and bind mounts.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"k8s.io/klog/v2"
+
+	"github.com/rds-csi/rds-csi/agent"
+	"github.com/rds-csi/rds-csi/kernel/fabrics"
+	"github.com/rds-csi/rds-csi/kernel/sysfs"
+	"github.com/rds-csi/rds-csi/kernel/uevent"
+	"github.com/rds-csi/rds-csi/rpc"
+	"github.com/rds-csi/rds-csi/volume"
+)
+
+// version and commit are stamped by the build (-ldflags -X).
+var (
+	version = "dev"
+	commit  = "unknown"
+)
+
+type flags struct {
+	endpoint       string
+	metricsAddress string
+	devDir         string
+	showVersion    bool
+	node           agent.Options
+}
+
+func parseFlags(args []string) (*flags, error) {
+	f := &flags{}
+	fs := flag.NewFlagSet("rds-csi-agent", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	fs.StringVar(&f.endpoint, "endpoint", "unix:///csi/csi.sock", "CSI endpoint (unix:///path or tcp://host:port)")
+	fs.StringVar(&f.metricsAddress, "metrics-address", ":9810", "address of the Prometheus /metrics endpoint; empty disables it")
+	fs.BoolVar(&f.showVersion, "version", false, "print the version and exit")
+	fs.StringVar(&f.node.DriverName, "driver-name", "rds.csi.dev", "CSI driver name (must match the controller's)")
+	fs.StringVar(&f.node.NodeID, "node-id", os.Getenv("NODE_NAME"), "node ID: the Kubernetes node name (default $NODE_NAME); the host NQN is derived from it")
+	fs.StringVar(&f.node.ManagedNQNPrefix, "managed-nqn-prefix", volume.DefaultNQNPrefix, "only subsystems under this NQN prefix are staged, and ever disconnected")
+	fs.DurationVar(&f.node.AttachTimeout, "attach-timeout", 60*time.Second, "bound on connect-and-wait-for-device in NodeStageVolume")
+	fs.DurationVar(&f.node.InUseTimeout, "in-use-timeout", 5*time.Second, "bound on the in-use check of NodeUnstageVolume")
+	fs.StringVar(&f.node.SysRoot, "sys-root", "/sys", "where sysfs is mounted")
+	fs.StringVar(&f.node.ProcRoot, "proc-root", "/proc", "where procfs is mounted (the host's, with hostPID, to name processes holding a device)")
+	fs.StringVar(&f.devDir, "dev-dir", "/dev", "where device nodes are")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if f.showVersion {
+		return f, nil
+	}
+	f.node.Version = version
+	return f, f.node.Validate()
+}
+
+func main() {
+	f, err := parseFlags(os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	if f.showVersion {
+		fmt.Printf("rds-csi-agent %s (commit %s)\n", version, commit)
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, f); err != nil {
+		klog.ErrorS(err, "Agent stopped")
+		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
+	}
+}
+
+func run(ctx context.Context, f *flags) error {
+	klog.InfoS("Starting rds-csi-agent", "version", version, "commit", commit, "driver", f.node.DriverName,
+		"nodeID", f.node.NodeID, "hostNQN", volume.HostNQN(f.node.NodeID), "hostID", volume.HostID(f.node.NodeID),
+		"managedNQNPrefix", f.node.ManagedNQNPrefix)
+	// Subscribe to kernel uevents before anything else looks at sysfs, so
+	// that no change between a look and the subscription can be missed.
+	events, err := uevent.Start(ctx)
+	if err != nil {
+		return fmt.Errorf("subscribing to kernel uevents (the agent needs hostNetwork): %w", err)
+	}
+	tree := sysfs.Tree{Root: f.node.SysRoot}
+	attacher := &agent.NVMe{
+		Fabrics: &fabrics.Fabrics{Device: fabrics.DefaultDevice, Sysfs: tree},
+		Sysfs:   tree,
+		Events:  events,
+		DevDir:  f.devDir,
+	}
+	reg := rpc.NewRegistry()
+	node := agent.New(f.node, attacher, agent.HostMounter{}, agent.NewMetrics(reg))
+
+	srv := rpc.NewServer(f.node.DriverName, rpc.NewMetrics(reg))
+	csi.RegisterIdentityServer(srv, node)
+	csi.RegisterNodeServer(srv, node)
+	return rpc.Serve(ctx, srv, f.endpoint, f.metricsAddress, reg)
+}

@@ -1,0 +1,102 @@
+// Package sanity runs csi-sanity (csi-test v5) against the real controller,
+// talking SSH to the RouterOS simulator, and the real node agent.
+package sanity
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
+
+	"google.golang.org/grpc"
+
+	"github.com/rds-csi/rds-csi/agent"
+	"github.com/rds-csi/rds-csi/controller"
+	"github.com/rds-csi/rds-csi/controller/routeros"
+	"github.com/rds-csi/rds-csi/rpc"
+	"github.com/rds-csi/rds-csi/test/harness"
+	"github.com/rds-csi/rds-csi/test/looptransport"
+	"github.com/rds-csi/rds-csi/test/rdssim"
+)
+
+// Run runs every csi-sanity spec for volumes of accessType ("mount" or
+// "block"): Identity and Controller against the controller talking SSH to
+// the simulator, Node against the real agent with the loop-device transport
+// (real mkfs, mounts and bind mounts; root required). Ginkgo runs one suite
+// per process, so each access type has its own test package.
+func Run(t *testing.T, accessType string) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPING csi-sanity: the node specs mount and attach loop devices, which needs root")
+	}
+	rds := harness.StartRDS(t, rdssim.Config{}, routeros.ClientConfig{})
+	opts := controller.Options{Version: "sanity", BasePath: "/storage-pool/sanity", NVMeAddress: "127.0.0.1"}
+	if err := opts.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctrl := serve(t, func(srv *grpc.Server) {
+		driver := controller.New(opts, rds.Disks)
+		csi.RegisterIdentityServer(srv, driver)
+		csi.RegisterControllerServer(srv, driver)
+	})
+	nodeOpts := agent.Options{Version: "sanity", NodeID: "sanity-node"}
+	if err := nodeOpts.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	node := serve(t, func(srv *grpc.Server) {
+		n := agent.New(nodeOpts, &looptransport.Attacher{Sim: rds.Sim}, agent.HostMounter{}, nil)
+		csi.RegisterIdentityServer(srv, n)
+		csi.RegisterNodeServer(srv, n)
+	})
+
+	cfg := sanity.NewTestConfig()
+	cfg.Address = node
+	cfg.ControllerAddress = ctrl
+	cfg.TargetPath = filepath.Join(t.TempDir(), "target")
+	cfg.StagingPath = filepath.Join(t.TempDir(), "staging")
+	cfg.TestVolumeSize = 1 << 30
+	cfg.TestVolumeExpandSize = 2 << 30
+	cfg.TestVolumeAccessType = accessType
+	sanity.Test(t, cfg)
+
+	// Every volume the suite created must be gone from the RDS, disk and file.
+	disks, err := rds.Disks.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(disks) != 0 {
+		t.Errorf("csi-sanity left %d disks on the RDS: %+v", len(disks), disks)
+	}
+	// Every sanity volume is named sanity-*, so its file matches "sanity".
+	out, err := rds.Client.Run(context.Background(), mustCommand(routeros.FileList("sanity")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out, ".img") {
+		t.Errorf("csi-sanity left backing files on the RDS:\n%s", out)
+	}
+}
+
+func serve(t *testing.T, register func(*grpc.Server)) string {
+	t.Helper()
+	endpoint := "unix://" + filepath.Join(t.TempDir(), "csi.sock")
+	srv := rpc.NewServer("sanity", nil)
+	register(srv)
+	lis, err := rpc.Listen(endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	return endpoint
+}
+
+func mustCommand(c routeros.Command, err error) routeros.Command {
+	if err != nil {
+		panic(err)
+	}
+	return c
+}
