@@ -78,6 +78,12 @@ func (n *Node) target(id string, c volume.Context) Target {
 	return Target{VolumeID: id, Context: c, HostNQN: volume.HostNQN(n.opts.NodeID), HostID: volume.HostID(n.opts.NodeID), NSID: 1}
 }
 
+// recordTarget is the target of a staged volume, from its record alone.
+func (n *Node) recordTarget(rec record) Target {
+	c := volume.Context{NQN: rec.NQN, Address: rec.Address, Port: rec.Port, Connect: rec.Connect}
+	return Target{VolumeID: rec.VolumeID, Context: c, HostNQN: volume.HostNQN(n.opts.NodeID), HostID: volume.HostID(n.opts.NodeID), NSID: rec.NSID}
+}
+
 // NodeStageVolume attaches the volume and, for a filesystem volume, formats
 // it if (and only if) it is provably blank and was created blank, then mounts
 // it at the staging path.
@@ -118,7 +124,7 @@ func (n *Node) stage(ctx context.Context, id, staging string, vc *csi.VolumeCapa
 	n.metrics.observeAttach(time.Since(start).Seconds())
 	klog.V(2).InfoS("Volume attached", "volumeID", id, "device", dev.Path, "dev", dev.Dev, "duration", time.Since(start))
 
-	rec := record{VolumeID: id, NQN: c.NQN, NSID: t.NSID, Device: dev.Dev.String(), Block: vc.GetBlock() != nil, StagingPath: staging}
+	rec := record{VolumeID: id, NQN: c.NQN, Address: c.Address, Port: c.Port, Connect: c.Connect, NSID: t.NSID, Device: dev.Dev.String(), Block: vc.GetBlock() != nil, StagingPath: staging}
 	if old, ok, err := loadRecord(staging, id); err == nil && ok {
 		rec.Targets = old.Targets
 	}
@@ -234,15 +240,20 @@ func (n *Node) unstage(ctx context.Context, id, staging string) error {
 		klog.InfoS("Staging path mounted without a record; unmounting only", "volumeID", id, "staging", staging)
 		return n.mounter.Unmount(ctx, staging)
 	}
-	t := Target{VolumeID: id, Context: volume.Context{NQN: rec.NQN}, HostNQN: volume.HostNQN(n.opts.NodeID), HostID: volume.HostID(n.opts.NodeID), NSID: rec.NSID}
+	t := n.recordTarget(rec)
 	dev, err := n.attacher.Find(ctx, t)
 	switch {
 	case errors.Is(err, ErrNotAttached):
-		// Already disconnected (or lost): only the mount and record remain.
+		// No device: disconnected already, or lost. What remains is the
+		// mount of a dead filesystem, and perhaps a controller still
+		// trying to reconnect, which must not outlive the volume.
 		if mounted {
 			if err := n.mounter.Unmount(ctx, staging); err != nil {
 				return err
 			}
+		}
+		if err := n.detach(ctx, t, rec.NQN); err != nil {
+			return err
 		}
 		n.forgetStaging(id)
 		return removeRecord(staging, id)
@@ -274,15 +285,25 @@ func (n *Node) unstage(ctx context.Context, id, staging string) error {
 	if busy {
 		return fmt.Errorf("%w: %s is still claimed by another user (exclusive open refused)", errPrecondition, dev.Path)
 	}
-	if n.managed(rec.NQN) {
-		if err := n.attacher.Detach(ctx, t); err != nil {
-			return fmt.Errorf("disconnecting %s: %w", rec.NQN, err)
-		}
-	} else {
-		klog.InfoS("NQN outside the managed prefix: left connected", "volumeID", id, "nqn", rec.NQN, "prefix", n.opts.ManagedNQNPrefix)
+	if err := n.detach(ctx, t, rec.NQN); err != nil {
+		return err
 	}
 	n.forgetStaging(id)
 	return removeRecord(staging, id)
+}
+
+// detach disconnects the volume if, and only if, its NQN is under the
+// managed prefix. A failed disconnect is an error: the record stays, so a
+// retried unstage tries again.
+func (n *Node) detach(ctx context.Context, t Target, nqn string) error {
+	if !n.managed(nqn) {
+		klog.InfoS("NQN outside the managed prefix: left connected", "volumeID", t.VolumeID, "nqn", nqn, "prefix", n.opts.ManagedNQNPrefix)
+		return nil
+	}
+	if err := n.attacher.Detach(ctx, t); err != nil {
+		return fmt.Errorf("disconnecting %s: %w", nqn, err)
+	}
+	return nil
 }
 
 // users lists what still uses dev apart from the staging mount: other mounts
@@ -484,7 +505,7 @@ func (n *Node) expand(ctx context.Context, id, path, staging string, required in
 	if !ok {
 		return 0, fmt.Errorf("%w: volume %s has no record at %s", errNotFound, id, staging)
 	}
-	t := Target{VolumeID: id, Context: volume.Context{NQN: rec.NQN}, NSID: rec.NSID}
+	t := n.recordTarget(rec)
 	if err := n.attacher.Refresh(ctx, t, required); err != nil {
 		return 0, fmt.Errorf("refreshing the size of volume %s: %w", id, err)
 	}
@@ -562,7 +583,7 @@ func (n *Node) NodeGetVolumeHealth(ctx context.Context, req *csi.NodeGetVolumeHe
 	}
 	probe := req.GetVolumePublishPath()
 	if rec.Block || probe == "" {
-		dev, err := n.attacher.Find(ctx, Target{VolumeID: id, Context: volume.Context{NQN: rec.NQN}, NSID: rec.NSID})
+		dev, err := n.attacher.Find(ctx, n.recordTarget(rec))
 		if err != nil {
 			return inaccessible("DeviceMissing", err)
 		}

@@ -531,3 +531,32 @@ func hasCapSysResource(t *testing.T) bool {
 	t.Fatal("no CapEff in /proc/self/status")
 	return false
 }
+
+// failingDetach is the loop transport with a disconnect that fails.
+type failingDetach struct{ *looptransport.Attacher }
+
+func (failingDetach) Detach(context.Context, agent.Target) error {
+	return errors.New("delete_controller: device or resource busy")
+}
+
+func TestUnstageNeverReportsSuccessWhenTheDisconnectFailed(t *testing.T) {
+	f := newFixture(t)
+	id, attrs := f.volume("pvc-nodisconnect", 64*mib, nil, true)
+	staging, _ := f.paths(id)
+	opts := agent.Options{NodeID: "node-1", AttachTimeout: 10 * time.Second}
+	if err := opts.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	n := agent.New(opts, failingDetach{&looptransport.Attacher{Sim: f.disks}}, agent.HostMounter{}, nil)
+	if _, err := n.NodeStageVolume(context.Background(), &csi.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: staging, VolumeCapability: fsCap("ext4"), VolumeContext: attrs}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := n.NodeUnstageVolume(context.Background(), &csi.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging})
+	if err == nil || !strings.Contains(err.Error(), "device or resource busy") {
+		t.Fatalf("unstage with a failing disconnect returned %v", err)
+	}
+	// The record stays, so the retry still knows what to disconnect.
+	if _, err := os.Stat(filepath.Join(filepath.Dir(staging), "rds-csi-"+id+".json")); err != nil {
+		t.Fatalf("volume record gone after a failed disconnect: %v", err)
+	}
+}

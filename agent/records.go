@@ -8,20 +8,27 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+
+	"github.com/rds-csi/rds-csi/volume"
 )
 
 // record is what the agent keeps about a staged volume, beside its staging
 // path, so that after a restart it knows which NQN, namespace and device a
 // staging or publish path belongs to without asking anyone (HEAL-4).
 type record struct {
-	VolumeID    string   `json:"volumeID"`
-	NQN         string   `json:"nqn"`
-	NSID        int      `json:"nsid"`
-	Device      string   `json:"device"` // major:minor when staged
-	Block       bool     `json:"block"`
-	FSType      string   `json:"fsType,omitempty"`
-	StagingPath string   `json:"stagingPath"`
-	Targets     []string `json:"targets,omitempty"`
+	VolumeID string `json:"volumeID"`
+	NQN      string `json:"nqn"`
+	// Address, Port and Connect are what a reconnect needs, so the agent
+	// can heal a volume without asking the CO for its volume context.
+	Address     string                `json:"address,omitempty"`
+	Port        int                   `json:"port,omitempty"`
+	Connect     volume.ConnectOptions `json:"connect"`
+	NSID        int                   `json:"nsid"`
+	Device      string                `json:"device"` // major:minor when staged
+	Block       bool                  `json:"block"`
+	FSType      string                `json:"fsType,omitempty"`
+	StagingPath string                `json:"stagingPath"`
+	Targets     []string              `json:"targets,omitempty"`
 }
 
 // recordPath is the record's file: in the staging path's parent directory,
