@@ -364,16 +364,16 @@ func (n *Node) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolume
 }
 
 func (n *Node) publish(ctx context.Context, id, target, staging string, vc *csi.VolumeCapability, readOnly bool, attrs map[string]string) error {
-	// Checked before the target is created, so a refused publish leaves
-	// nothing behind.
-	if vc.GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_SINGLE_NODE_SINGLE_WRITER {
-		if others := n.otherTargets(id, staging, target); len(others) > 0 {
-			return fmt.Errorf("%w: volume %s is single-writer and already published at %s", errPrecondition, id, strings.Join(others, ", "))
-		}
-	}
 	mounts, err := n.mounter.List()
 	if err != nil {
 		return err
+	}
+	// Checked before the target is created, so a refused publish leaves
+	// nothing behind.
+	if vc.GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_SINGLE_NODE_SINGLE_WRITER {
+		if others := n.otherTargets(id, staging, target, mounts); len(others) > 0 {
+			return fmt.Errorf("%w: volume %s is single-writer and already published at %s", errPrecondition, id, strings.Join(others, ", "))
+		}
 	}
 	var source string
 	var dev sysfs.DevT
@@ -722,15 +722,17 @@ func (n *Node) stagingOf(id string) string {
 	return n.staging[id]
 }
 
-// otherTargets lists the publish targets of the volume other than target.
-func (n *Node) otherTargets(id, staging, target string) []string {
+// otherTargets lists the publish targets of the volume, other than target,
+// that are still mounted: a record can keep a target whose unpublish it did
+// not see (the agent was restarted), and a stale entry must not block.
+func (n *Node) otherTargets(id, staging, target string, mounts []mount.Entry) []string {
 	rec, ok, err := loadRecord(staging, id)
 	if err != nil || !ok {
 		return nil
 	}
 	var others []string
 	for _, t := range rec.Targets {
-		if t != target {
+		if _, mounted := mountedAt(mounts, t); t != target && mounted {
 			others = append(others, t)
 		}
 	}

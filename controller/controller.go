@@ -62,13 +62,15 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	release, ok := d.inFlight.TryAcquire(req.GetName())
+	// Keyed by the slot, which is also the volume ID, so that a CreateVolume
+	// and a DeleteVolume of the same volume exclude each other.
+	slot := volume.SlotFor(req.GetName())
+	release, ok := d.inFlight.TryAcquire(slot)
 	if !ok {
 		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is in progress", req.GetName())
 	}
 	defer release()
 
-	slot := volume.SlotFor(req.GetName())
 	spec := routeros.DiskSpec{
 		Slot:     slot,
 		FilePath: params.basePath + "/" + slot + ".img",
