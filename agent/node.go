@@ -378,12 +378,6 @@ func (n *Node) publish(ctx context.Context, id, target, staging string, vc *csi.
 	var source string
 	var dev sysfs.DevT
 	if vc.GetBlock() != nil {
-		if readOnly {
-			// The kernel does not apply a read-only bind mount to writes
-			// through a device node, so such a publish would only look
-			// read-only. Refuse rather than pretend.
-			return fmt.Errorf("%w: read-only publish of a raw block volume is not supported: a read-only bind mount of a device node does not stop writes", errInvalid)
-		}
 		c, err := volume.ParseContext(attrs)
 		if err != nil {
 			return fmt.Errorf("%w: %w", errInvalid, err)
@@ -396,6 +390,9 @@ func (n *Node) publish(ctx context.Context, id, target, staging string, vc *csi.
 			return err
 		}
 		source, dev = d.Path, d.Dev
+		if err := n.setBlockReadOnly(d, target, readOnly, mounts); err != nil {
+			return err
+		}
 		if err := ensureFile(target); err != nil {
 			return err
 		}
@@ -419,6 +416,33 @@ func (n *Node) publish(ctx context.Context, id, target, staging string, vc *csi.
 		return fmt.Errorf("bind-mounting %s at %s: %w", source, target, err)
 	}
 	return n.noteTarget(id, staging, target, true)
+}
+
+// setBlockReadOnly makes the device's read-only flag match a block publish.
+// A read-only bind mount does not stop writes through a device node, so a
+// read-only publish sets the kernel's flag on the device itself; as the flag
+// covers every opener, read-only and read-write publishes of one device on
+// one node cannot be mixed.
+func (n *Node) setBlockReadOnly(d Device, target string, readOnly bool, mounts []mount.Entry) error {
+	var others []mount.Entry
+	for _, m := range mounts {
+		if filepath.Clean(m.MountPoint) != filepath.Clean(target) && m.FSType == "devtmpfs" && m.Root == "/"+filepath.Base(d.Path) {
+			others = append(others, m)
+		}
+	}
+	for _, m := range others {
+		if m.ReadOnly != readOnly {
+			return fmt.Errorf("%w: %s is published read-only=%v at %s; read-only and read-write publishes of a raw block volume cannot be mixed on one node", errPrecondition, d.Path, m.ReadOnly, m.MountPoint)
+		}
+	}
+	current, err := blockdev.ReadOnly(d.Path)
+	if err != nil {
+		return err
+	}
+	if current == readOnly {
+		return nil
+	}
+	return blockdev.SetReadOnly(d.Path, readOnly)
 }
 
 // sameSource tells whether mount m is the volume's: a filesystem mount of its

@@ -373,8 +373,9 @@ func TestBlockPublishBindsTheDeviceNode(t *testing.T) {
 	if got := head(t, f.file(id), 4096+9)[4096:]; string(got) != "raw block" {
 		t.Fatalf("write through the block target reached the backing file as %q", got)
 	}
-	err = f.publish(id, staging, target+"-ro", &csi.VolumeCapability{AccessType: blockCap().AccessType, AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY}}, attrs)
-	wantCode(t, err, codes.InvalidArgument, "read-only")
+	// Read-only and read-write publishes of one device cannot be mixed.
+	err = f.publish(id, staging, target+"-ro", roBlockCap(), attrs)
+	wantCode(t, err, codes.FailedPrecondition, "cannot be mixed")
 	if err := f.unpublish(id, target); err != nil {
 		t.Fatal(err)
 	}
@@ -558,5 +559,68 @@ func TestUnstageNeverReportsSuccessWhenTheDisconnectFailed(t *testing.T) {
 	// The record stays, so the retry still knows what to disconnect.
 	if _, err := os.Stat(filepath.Join(filepath.Dir(staging), "rds-csi-"+id+".json")); err != nil {
 		t.Fatalf("volume record gone after a failed disconnect: %v", err)
+	}
+}
+
+func roBlockCap() *csi.VolumeCapability {
+	return &csi.VolumeCapability{AccessType: blockCap().AccessType, AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY}}
+}
+
+func TestReadOnlyBlockPublishRefusesWrites(t *testing.T) {
+	f := newFixture(t)
+	id, attrs := f.volume("pvc-roblock", 64*mib, []byte("original"), true)
+	staging, target := f.paths(id)
+	if err := f.stage(id, staging, blockCap(), attrs); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(target), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.publish(id, staging, target, roBlockCap(), attrs); err != nil {
+		t.Fatal(err)
+	}
+	// A read-only bind mount alone would let this write through.
+	if w, err := os.OpenFile(target, os.O_WRONLY, 0); err == nil {
+		_, werr := w.WriteAt([]byte("changed!"), 0)
+		serr := w.Sync()
+		_ = w.Close()
+		if werr == nil && serr == nil {
+			t.Fatal("a write through a read-only block publish succeeded")
+		}
+	}
+	if got := head(t, f.file(id), 8); string(got) != "original" {
+		t.Fatalf("read-only volume changed to %q", got)
+	}
+	r, err := os.Open(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 8)
+	_, err = r.ReadAt(buf, 0)
+	_ = r.Close()
+	if err != nil || string(buf) != "original" {
+		t.Fatalf("read through the read-only target: %q %v", buf, err)
+	}
+	// After the read-only publish is gone, a read-write one works again.
+	if err := f.unpublish(id, target); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.publish(id, staging, target, blockCap(), attrs); err != nil {
+		t.Fatal(err)
+	}
+	w, err := os.OpenFile(target, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = w.WriteAt([]byte("rewritten"), 0)
+	_ = w.Close()
+	if err != nil {
+		t.Fatalf("write after returning to read-write: %v", err)
+	}
+	if err := f.unpublish(id, target); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.unstage(id, staging); err != nil {
+		t.Fatal(err)
 	}
 }
