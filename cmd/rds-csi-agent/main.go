@@ -33,6 +33,7 @@ type flags struct {
 	endpoint       string
 	metricsAddress string
 	devDir         string
+	kubeletDir     string
 	showVersion    bool
 	node           agent.Options
 }
@@ -52,6 +53,7 @@ func parseFlags(args []string) (*flags, error) {
 	fs.StringVar(&f.node.SysRoot, "sys-root", "/sys", "where sysfs is mounted")
 	fs.StringVar(&f.node.ProcRoot, "proc-root", "/proc", "where procfs is mounted (the host's, with hostPID, to name processes holding a device)")
 	fs.StringVar(&f.devDir, "dev-dir", "/dev", "where device nodes are")
+	fs.StringVar(&f.kubeletDir, "kubelet-dir", "/var/lib/kubelet", "the kubelet's directory, where staged volumes keep their records")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -99,6 +101,9 @@ func run(ctx context.Context, f *flags) error {
 	}
 	reg := rpc.NewRegistry()
 	node := agent.New(f.node, attacher, agent.HostMounter{}, agent.NewMetrics(reg))
+	if _, err := node.Resume(f.kubeletDir); err != nil {
+		return fmt.Errorf("reading volume records: %w", err)
+	}
 
 	srv := rpc.NewServer(f.node.DriverName, rpc.NewMetrics(reg))
 	csi.RegisterIdentityServer(srv, node)

@@ -1,0 +1,52 @@
+package agent
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"k8s.io/klog/v2"
+)
+
+// recordGlob finds the records under the kubelet directory: filesystem
+// volumes stage at plugins/kubernetes.io/csi/<driver>/<hash>/globalmount,
+// block volumes at plugins/kubernetes.io/csi/volumeDevices/staging/<pv>, and
+// a record sits in the staging path's parent.
+const recordGlob = "plugins/kubernetes.io/csi/*/*/rds-csi-*.json"
+
+// StagedVolume is a volume this node has staged, as its record says.
+type StagedVolume struct {
+	VolumeID, NQN, StagingPath string
+	NSID                       int
+	Block                      bool
+}
+
+// Resume reads every volume record under kubeletDir, so that after a
+// restart the agent knows what it has staged without asking anyone, and
+// returns the volumes (HEAL-4). It changes nothing on the host: a live
+// controller is never disconnected because the agent restarted. Unreadable
+// records are reported and skipped.
+func (n *Node) Resume(kubeletDir string) ([]StagedVolume, error) {
+	paths, err := filepath.Glob(filepath.Join(kubeletDir, recordGlob))
+	if err != nil {
+		return nil, err
+	}
+	var vols []StagedVolume
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			klog.ErrorS(err, "Cannot read a volume record", "path", p)
+			continue
+		}
+		var rec record
+		if err := json.Unmarshal(b, &rec); err != nil || rec.VolumeID == "" || recordPath(rec.StagingPath, rec.VolumeID) != p {
+			klog.ErrorS(fmt.Errorf("malformed or misplaced record: %v", err), "Skipping a volume record", "path", p)
+			continue
+		}
+		n.rememberStaging(rec.VolumeID, rec.StagingPath)
+		vols = append(vols, StagedVolume{VolumeID: rec.VolumeID, NQN: rec.NQN, StagingPath: rec.StagingPath, NSID: rec.NSID, Block: rec.Block})
+	}
+	klog.InfoS("Resumed staged volumes from their records", "count", len(vols))
+	return vols, nil
+}
