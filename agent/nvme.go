@@ -76,7 +76,7 @@ func (n *NVMe) Attach(ctx context.Context, t Target) (Device, error) {
 			klog.V(2).InfoS("NVMe/TCP controller connected", "nqn", t.NQN, "controller", c.Controller, "already", c.Already)
 		}
 		d, err := n.Find(ctx, t)
-		if errors.Is(err, ErrNotAttached) {
+		if errors.Is(err, ErrNotAttached) || errors.Is(err, sysfs.ErrMissingAttribute) { // a disk still being added: its directory shows before its attributes (kernel 6.12)
 			return false, nil
 		}
 		dev = d

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 
@@ -40,8 +39,12 @@ func (n *Node) Resume(kubeletDir string) ([]StagedVolume, error) {
 			continue
 		}
 		var rec record
-		if err := json.Unmarshal(b, &rec); err != nil || rec.VolumeID == "" || recordPath(rec.StagingPath, rec.VolumeID) != p {
-			klog.ErrorS(fmt.Errorf("malformed or misplaced record: %v", err), "Skipping a volume record", "path", p)
+		if err := json.Unmarshal(b, &rec); err != nil {
+			klog.ErrorS(err, "Skipping a malformed volume record", "path", p)
+			continue
+		}
+		if rec.VolumeID == "" || recordPath(rec.StagingPath, rec.VolumeID) != p {
+			klog.ErrorS(nil, "Skipping a volume record that names another place", "path", p, "stagingPath", rec.StagingPath, "volumeID", rec.VolumeID)
 			continue
 		}
 		n.rememberStaging(rec.VolumeID, rec.StagingPath)

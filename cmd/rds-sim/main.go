@@ -16,6 +16,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/rds-csi/rds-csi/test/rdssim"
+	"github.com/rds-csi/rds-csi/test/rdssim/nvmet"
 )
 
 type options struct {
@@ -33,6 +34,8 @@ type options struct {
 	errorsOnStderr  bool
 	errorExitStatus bool
 	omitExitStatus  bool
+	nvmet           bool
+	nvmetAddr       string
 }
 
 func main() {
@@ -52,6 +55,8 @@ func main() {
 	flag.BoolVar(&o.errorsOnStderr, "errors-on-stderr", false, "print errors on stderr instead of stdout")
 	flag.BoolVar(&o.errorExitStatus, "error-exit-status", false, "exit 1 on errors instead of 0")
 	flag.BoolVar(&o.omitExitStatus, "omit-exit-status", false, "send no exit status at all")
+	flag.BoolVar(&o.nvmet, "nvmet", false, "export disks through the kernel nvmet target (needs root, configfs, nvmet and nvmet-tcp)")
+	flag.StringVar(&o.nvmetAddr, "nvmet-addr", "127.0.0.1", "IPv4 address the nvmet TCP ports listen on")
 	flag.Parse()
 
 	if err := run(o); err != nil {
@@ -100,6 +105,21 @@ func run(o options) error {
 		}
 		defer func() { _ = f.Close() }()
 		cfg.CommandLog = f
+	}
+
+	if o.nvmet {
+		exp, err := nvmet.New(nvmet.Config{Addr: o.nvmetAddr})
+		if err != nil {
+			return fmt.Errorf("--nvmet: %w", err)
+		}
+		// Leaving the target up after the simulator stops would serve
+		// disks nobody manages.
+		defer func() {
+			if err := exp.Close(); err != nil {
+				klog.ErrorS(err, "Removing the nvmet exports")
+			}
+		}()
+		cfg.Exporter = exp
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
