@@ -11,7 +11,7 @@ GOLANGCI_LINT_VERSION := v2.15.0
 # Seconds each fuzz target runs in `make fuzz` (seeds always run in `make test`).
 FUZZTIME  ?= 30s
 
-.PHONY: all build test unit sanity fuzz lint demo bench clean
+.PHONY: all build test unit sanity e2e fuzz lint demo bench clean
 
 all: build
 
@@ -22,15 +22,19 @@ build:
 # Unit tests (fuzz seeds included: they run as ordinary tests) with the race
 # detector, then csi-sanity against the real controller talking SSH to the
 # simulator.
-test: unit sanity
+test: unit sanity e2e
 
 unit:
-	$(GO) test -race -count=1 $(shell $(GO) list ./... | grep -v /test/sanity)
+	$(GO) test -race -count=1 $(shell $(GO) list ./... | grep -v -e /test/sanity -e '/test/e2e$$')
 
 # -v so that Ginkgo's summary (how many specs ran, how many were skipped)
 # is in the log.
 sanity:
 	$(GO) test -race -count=1 -v ./test/sanity/...
+
+# The VM end-to-end tests: real Debian kernels under qemu (docs/testing.md).
+e2e:
+	$(GO) test -count=1 -v -timeout 40m ./test/e2e/
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzParseRecords -fuzztime=$(FUZZTIME) ./controller/routeros/

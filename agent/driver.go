@@ -13,6 +13,7 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 
+	"github.com/rds-csi/rds-csi/agent/heal"
 	"github.com/rds-csi/rds-csi/kernel/blockdev"
 	"github.com/rds-csi/rds-csi/kernel/sysfs"
 	"github.com/rds-csi/rds-csi/volume"
@@ -52,6 +53,16 @@ type Attacher interface {
 	// Refresh makes the device show the target's current size and returns
 	// once it shows at least size bytes.
 	Refresh(ctx context.Context, t Target, size int64) error
+}
+
+// Tracker is the agent's health model (agent/heal's Loop): the node service
+// registers what it stages and reads health back without blocking.
+type Tracker interface {
+	// Hold protects an NQN from orphan removal while it is being staged.
+	Hold(nqn string) (release func())
+	Track(v heal.Volume) error
+	Untrack(volumeID string)
+	Health(volumeID string) (heal.Health, bool)
 }
 
 // Options configure the agent; every field has a flag in cmd/rds-csi-agent.
@@ -108,6 +119,7 @@ type Node struct {
 	opts     Options
 	attacher Attacher
 	mounter  Mounter
+	tracker  Tracker
 	metrics  *Metrics
 	inFlight volume.InFlight
 
@@ -121,8 +133,20 @@ type Node struct {
 
 // New returns an agent; opts must have passed Validate. metrics may be nil.
 func New(opts Options, attacher Attacher, mounter Mounter, metrics *Metrics) *Node {
-	return &Node{opts: opts, attacher: attacher, mounter: mounter, metrics: metrics, probe: blockdev.HasSignature, staging: map[string]string{}}
+	return &Node{opts: opts, attacher: attacher, mounter: mounter, tracker: noTracker{}, metrics: metrics, probe: blockdev.HasSignature, staging: map[string]string{}}
 }
+
+// SetTracker connects the health model. Without one, health comes from a
+// bounded probe of the device alone.
+func (n *Node) SetTracker(t Tracker) { n.tracker = t }
+
+// noTracker is the absent health model.
+type noTracker struct{}
+
+func (noTracker) Hold(string) func()                { return func() {} }
+func (noTracker) Track(heal.Volume) error           { return nil }
+func (noTracker) Untrack(string)                    {}
+func (noTracker) Health(string) (heal.Health, bool) { return heal.Health{}, false }
 
 func (n *Node) managed(nqn string) bool {
 	return strings.HasPrefix(nqn, n.opts.ManagedNQNPrefix)

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 
+	"github.com/rds-csi/rds-csi/agent/heal"
 	"github.com/rds-csi/rds-csi/kernel/blockdev"
 	"github.com/rds-csi/rds-csi/kernel/command"
 	"github.com/rds-csi/rds-csi/kernel/mount"
@@ -114,6 +115,9 @@ func (n *Node) stage(ctx context.Context, id, staging string, vc *csi.VolumeCapa
 		return fmt.Errorf("%w: NQN %s is outside the managed prefix %s: the agent stages only volumes it may later disconnect", errInvalid, c.NQN, n.opts.ManagedNQNPrefix)
 	}
 	t := n.target(id, c)
+	// From the connect until Track, the controller belongs to no tracked
+	// volume: the hold keeps orphan removal away from it.
+	defer n.tracker.Hold(c.NQN)()
 	start := time.Now()
 	actx, cancel := context.WithTimeout(ctx, n.opts.AttachTimeout)
 	dev, err := n.attacher.Attach(actx, t)
@@ -134,6 +138,9 @@ func (n *Node) stage(ctx context.Context, id, staging string, vc *csi.VolumeCapa
 		return fmt.Errorf("saving the volume record: %w", err)
 	}
 	n.rememberStaging(id, staging)
+	if err := n.tracker.Track(heal.Volume{VolumeID: id, NQN: c.NQN, NSID: t.NSID, Device: dev.Dev.String()}); err != nil {
+		return fmt.Errorf("tracking volume %s: %w", id, err)
+	}
 	if rec.Block {
 		return nil // NODE-1: a block volume is only attached at stage
 	}
@@ -176,7 +183,10 @@ func (n *Node) ensureFilesystem(ctx context.Context, dev Device, fsType string, 
 		return fmt.Errorf("%w: cannot tell whether %s is blank, so it is neither formatted nor mounted: %w", errPrecondition, dev.Path, err)
 	}
 	if found {
-		klog.V(2).InfoS("Volume holds data; mounting without formatting", "device", dev.Path, "found", what)
+		if !sameFilesystem(what, fsType) {
+			return fmt.Errorf("%w: %s holds %s, not an %s filesystem: it is neither formatted nor mounted", errPrecondition, dev.Path, what, fsType)
+		}
+		klog.V(2).InfoS("Volume holds a filesystem; mounting without formatting", "device", dev.Path, "found", what)
 		return nil
 	}
 	if !createdBlank {
@@ -199,6 +209,18 @@ func (n *Node) ensureFilesystem(ctx context.Context, dev Device, fsType string, 
 	}
 	klog.InfoS("Formatted blank volume", "device", dev.Path, "fsType", fsType)
 	return nil
+}
+
+// sameFilesystem tells whether a signature found on a device (a blkid TYPE
+// or the name of a recognised magic) is a filesystem mountable as fsType.
+// ext4 mounts ext2 and ext3 too.
+func sameFilesystem(found, fsType string) bool {
+	switch fsType {
+	case "ext4":
+		return found == "ext4" || found == "ext3" || found == "ext2" || found == "ext2/3/4"
+	default:
+		return found == fsType
+	}
 }
 
 // NodeUnstageVolume unmounts the staging path and disconnects the volume,
@@ -255,7 +277,7 @@ func (n *Node) unstage(ctx context.Context, id, staging string) error {
 		if err := n.detach(ctx, t, rec.NQN); err != nil {
 			return err
 		}
-		n.forgetStaging(id)
+		n.forget(id)
 		return removeRecord(staging, id)
 	case err != nil:
 		return err
@@ -288,7 +310,7 @@ func (n *Node) unstage(ctx context.Context, id, staging string) error {
 	if err := n.detach(ctx, t, rec.NQN); err != nil {
 		return err
 	}
-	n.forgetStaging(id)
+	n.forget(id)
 	return removeRecord(staging, id)
 }
 
@@ -605,6 +627,20 @@ func (n *Node) NodeGetVolumeHealth(ctx context.Context, req *csi.NodeGetVolumeHe
 		health.HealthStatuses = []*csi.VolumeHealth_VolumeHealthEntry{{Status: csi.VolumeHealthErrorType_INACCESSIBLE, Reason: reason, Message: err.Error()}}
 		return &csi.NodeGetVolumeHealthResponse{VolumeHealth: health}, nil
 	}
+	// The health model answers from memory: it never touches a device
+	// whose I/O may hang.
+	if h, ok := n.tracker.Health(id); ok && h.State != heal.StateUnknown && h.State != heal.StateLive {
+		status := csi.VolumeHealthErrorType_INACCESSIBLE
+		if h.State == heal.StateReconnecting || h.State == heal.StateHealing {
+			status = csi.VolumeHealthErrorType_DEGRADED
+		}
+		msg := fmt.Sprintf("%s since %s", h.State, h.Since.UTC().Format(time.RFC3339))
+		if h.LastCause != "" {
+			msg += ": " + h.LastCause
+		}
+		health.HealthStatuses = []*csi.VolumeHealth_VolumeHealthEntry{{Status: status, Reason: healthReason(h.State), Message: msg}}
+		return &csi.NodeGetVolumeHealthResponse{VolumeHealth: health}, nil
+	}
 	probe := req.GetVolumePublishPath()
 	if rec.Block || probe == "" {
 		dev, err := n.attacher.Find(ctx, n.recordTarget(rec))
@@ -621,6 +657,21 @@ func (n *Node) NodeGetVolumeHealth(ctx context.Context, req *csi.NodeGetVolumeHe
 		return inaccessible("ReadFailed", err)
 	}
 	return &csi.NodeGetVolumeHealthResponse{VolumeHealth: health}, nil
+}
+
+// healthReason is the CamelCase reason CSI asks for.
+func healthReason(s heal.State) string {
+	switch s {
+	case heal.StateReconnecting:
+		return "Reconnecting"
+	case heal.StateHealing:
+		return "Healing"
+	case heal.StateLost:
+		return "ControllerLost"
+	case heal.StateFailed:
+		return "HealFailed"
+	}
+	return "Unknown"
 }
 
 // errHung marks a probe of a volume that did not answer in time.
@@ -734,7 +785,9 @@ func (n *Node) rememberStaging(id, staging string) {
 	n.mu.Unlock()
 }
 
-func (n *Node) forgetStaging(id string) {
+// forget drops a volume that is no longer staged here.
+func (n *Node) forget(id string) {
+	n.tracker.Untrack(id)
 	n.mu.Lock()
 	delete(n.staging, id)
 	n.mu.Unlock()

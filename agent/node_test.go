@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rds-csi/rds-csi/agent"
+	"github.com/rds-csi/rds-csi/agent/heal"
 	"github.com/rds-csi/rds-csi/kernel/loop"
 	"github.com/rds-csi/rds-csi/kernel/mount"
 	"github.com/rds-csi/rds-csi/test/looptransport"
@@ -219,11 +220,8 @@ func TestStageNeverFormatsAVolumeThatHoldsData(t *testing.T) {
 	data := bytes.Repeat([]byte("precious "), 100)
 	id, attrs := f.volume("pvc-data", 256*mib, data, true)
 	staging, _ := f.paths(id)
-	// The data is no filesystem, so nothing can be mounted either; what
-	// matters is that it is still there.
-	if err := f.stage(id, staging, fsCap("ext4"), attrs); err == nil {
-		t.Fatal("staging a volume that holds non-filesystem data succeeded")
-	}
+	err := f.stage(id, staging, fsCap("ext4"), attrs)
+	wantCode(t, err, codes.FailedPrecondition, "neither formatted nor mounted")
 	if got := head(t, f.file(id), len(data)); !bytes.Equal(got, data) {
 		t.Fatal("the volume's data was overwritten")
 	}
@@ -622,5 +620,80 @@ func TestReadOnlyBlockPublishRefusesWrites(t *testing.T) {
 	}
 	if err := f.unstage(id, staging); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// fakeTracker records what the node service registers and answers health
+// from a fixed table.
+type fakeTracker struct {
+	mu      sync.Mutex
+	tracked map[string]heal.Volume
+	held    []string
+	health  map[string]heal.Health
+}
+
+func (f *fakeTracker) Hold(nqn string) func() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.held = append(f.held, nqn)
+	return func() {}
+}
+
+func (f *fakeTracker) Track(v heal.Volume) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.tracked[v.VolumeID] = v
+	return nil
+}
+
+func (f *fakeTracker) Untrack(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.tracked, id)
+}
+
+func (f *fakeTracker) Health(id string) (heal.Health, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	h, ok := f.health[id]
+	return h, ok
+}
+
+func TestStagedVolumesAreTrackedAndTheirHealthComesFromTheModel(t *testing.T) {
+	f := newFixture(t)
+	tr := &fakeTracker{tracked: map[string]heal.Volume{}, health: map[string]heal.Health{}}
+	f.node.SetTracker(tr)
+	id, attrs := f.volume("pvc-tracked", 64*mib, nil, true)
+	staging, _ := f.paths(id)
+	if err := f.stage(id, staging, blockCap(), attrs); err != nil {
+		t.Fatal(err)
+	}
+	v, ok := tr.tracked[id]
+	if !ok || v.NQN != prefix+id || v.NSID != 1 || v.Device == "" || len(tr.held) != 1 {
+		t.Fatalf("tracked %+v, held %v", tr.tracked, tr.held)
+	}
+	health := func() *csi.VolumeHealth {
+		resp, err := f.node.NodeGetVolumeHealth(context.Background(), &csi.NodeGetVolumeHealthRequest{VolumeId: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.GetVolumeHealth()
+	}
+	if h := health(); len(h.GetHealthStatuses()) != 0 {
+		t.Fatalf("healthy volume reported %+v", h)
+	}
+	tr.health[id] = heal.Health{VolumeID: id, State: heal.StateReconnecting, Since: time.Now(), LastCause: "controller connecting"}
+	if h := health(); len(h.GetHealthStatuses()) != 1 || h.GetHealthStatuses()[0].GetStatus() != csi.VolumeHealthErrorType_DEGRADED || !strings.Contains(h.GetHealthStatuses()[0].GetMessage(), "controller connecting") {
+		t.Fatalf("reconnecting volume reported %+v", h)
+	}
+	tr.health[id] = heal.Health{VolumeID: id, State: heal.StateLost, Since: time.Now()}
+	if h := health(); len(h.GetHealthStatuses()) != 1 || h.GetHealthStatuses()[0].GetStatus() != csi.VolumeHealthErrorType_INACCESSIBLE {
+		t.Fatalf("lost volume reported %+v", h)
+	}
+	if err := f.unstage(id, staging); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := tr.tracked[id]; ok {
+		t.Fatal("unstaged volume still tracked")
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/rds-csi/rds-csi/agent"
+	"github.com/rds-csi/rds-csi/agent/heal"
 	"github.com/rds-csi/rds-csi/kernel/fabrics"
 	"github.com/rds-csi/rds-csi/kernel/sysfs"
 	"github.com/rds-csi/rds-csi/kernel/uevent"
@@ -34,6 +36,11 @@ type flags struct {
 	metricsAddress string
 	devDir         string
 	kubeletDir     string
+	statusSocket   string
+	storageIfaces  string
+	scanInterval   time.Duration
+	orphanGrace    time.Duration
+	shutdownTmo    int
 	showVersion    bool
 	node           agent.Options
 }
@@ -53,6 +60,11 @@ func parseFlags(args []string) (*flags, error) {
 	fs.StringVar(&f.node.SysRoot, "sys-root", "/sys", "where sysfs is mounted")
 	fs.StringVar(&f.node.ProcRoot, "proc-root", "/proc", "where procfs is mounted (the host's, with hostPID, to name processes holding a device)")
 	fs.StringVar(&f.devDir, "dev-dir", "/dev", "where device nodes are")
+	fs.StringVar(&f.statusSocket, "status-socket", "/run/rds-csi/status.sock", "local unix socket serving the read-only status table (rds-csi-agent status)")
+	fs.StringVar(&f.storageIfaces, "storage-interfaces", "", "comma-separated NICs carrying NVMe/TCP; a link coming up triggers a rescan (empty: every link)")
+	fs.DurationVar(&f.scanInterval, "scan-interval", time.Second, "how often the state of managed controllers is read (state changes send no uevent)")
+	fs.DurationVar(&f.orphanGrace, "orphan-grace", 2*time.Minute, "how long a managed controller may belong to no staged volume before it is disconnected")
+	fs.IntVar(&f.shutdownTmo, "shutdown-ctrl-loss-tmo", 0, "on SIGTERM, lower ctrl_loss_tmo of managed controllers to this many seconds so a node shutdown does not hang on an unreachable target (0: off; set it where SIGTERM means node shutdown, as in the systemd unit)")
 	fs.StringVar(&f.kubeletDir, "kubelet-dir", "/var/lib/kubelet", "the kubelet's directory, where staged volumes keep their records")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -65,6 +77,9 @@ func parseFlags(args []string) (*flags, error) {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "status" {
+		os.Exit(statusCommand(os.Args[2:]))
+	}
 	f, err := parseFlags(os.Args[1:])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -101,9 +116,48 @@ func run(ctx context.Context, f *flags) error {
 	}
 	reg := rpc.NewRegistry()
 	node := agent.New(f.node, attacher, agent.HostMounter{}, agent.NewMetrics(reg))
+	var ifaces []string
+	if f.storageIfaces != "" {
+		ifaces = strings.Split(f.storageIfaces, ",")
+	}
+	loop, err := heal.New(heal.Config{
+		Sysfs:            tree,
+		Events:           events,
+		ManagedNQNPrefix: f.node.ManagedNQNPrefix,
+		ScanInterval:     f.scanInterval,
+		OrphanGrace:      f.orphanGrace,
+		Links:            heal.NetlinkLinks{Interfaces: ifaces},
+		Disconnect:       node.OrphanDisconnect(tree, attacher.Fabrics.Disconnect),
+		Metrics:          heal.NewMetrics(reg),
+	})
+	if err != nil {
+		return err
+	}
+	node.SetTracker(loop)
+	// Records are read after the loop exists but before it runs: the
+	// orphan grace starts when it runs, and by then every staged volume is
+	// tracked again (HEAL-4).
 	if _, err := node.Resume(f.kubeletDir); err != nil {
 		return fmt.Errorf("reading volume records: %w", err)
 	}
+	loopDone := make(chan error, 1)
+	go func() { loopDone <- loop.Run(ctx) }()
+	if f.statusSocket != "" {
+		if err := serveStatus(ctx, f.statusSocket, heal.StatusHandler(loop)); err != nil {
+			return err
+		}
+	}
+	defer func() {
+		if f.shutdownTmo > 0 {
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := loop.Shutdown(sctx, f.shutdownTmo); err != nil {
+				klog.ErrorS(err, "Lowering ctrl_loss_tmo for shutdown failed")
+			} else {
+				klog.InfoS("Lowered ctrl_loss_tmo of managed controllers for shutdown", "seconds", f.shutdownTmo)
+			}
+		}
+	}()
 
 	srv := rpc.NewServer(f.node.DriverName, rpc.NewMetrics(reg))
 	csi.RegisterIdentityServer(srv, node)
