@@ -128,6 +128,7 @@ func run(ctx context.Context, f *flags) error {
 		OrphanGrace:      f.orphanGrace,
 		Links:            heal.NetlinkLinks{Interfaces: ifaces},
 		Disconnect:       node.OrphanDisconnect(tree, attacher.Fabrics.Disconnect),
+		Repairer:         node,
 		Metrics:          heal.NewMetrics(reg),
 	})
 	if err != nil {

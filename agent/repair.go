@@ -1,0 +1,126 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+
+	"github.com/rds-csi/rds-csi/agent/heal"
+)
+
+// Repair backoff: the first reconnect attempt is immediate (the loss may be
+// a manual disconnect of a reachable target), then attempts space out so an
+// unreachable target is not hammered.
+const (
+	repairBackoffInitial = time.Second
+	repairBackoffMax     = 15 * time.Second
+)
+
+// errConsumersNeedRestart marks a repair that reconnected the volume but
+// could not move every consumer onto the new device.
+var errConsumersNeedRestart = errors.New("reconnected, but some consumers still hold the old device")
+
+// Repair brings a lost volume back (HEAL-3): it reconnects from the
+// volume's record, retrying with capped backoff until the target answers or
+// ctx ends, finds the (possibly renumbered) device by NQN and namespace ID,
+// and moves raw block publishes onto it. A mounted filesystem cannot be
+// moved while it is mounted: the repair then says so (the volume turns
+// failed with that cause) instead of pretending.
+func (n *Node) Repair(ctx context.Context, v heal.Volume, _ heal.Health) error {
+	staging := n.stagingOf(v.VolumeID)
+	if staging == "" {
+		return fmt.Errorf("volume %s: no staging path known", v.VolumeID)
+	}
+	release, err := n.acquireWait(ctx, v.VolumeID)
+	if err != nil {
+		return err
+	}
+	defer release()
+	rec, ok, err := loadRecord(staging, v.VolumeID)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("volume %s: no record at %s", v.VolumeID, staging)
+	}
+	t := n.recordTarget(rec)
+	var dev Device
+	for delay := repairBackoffInitial; ; delay = min(2*delay, repairBackoffMax) {
+		actx, cancel := context.WithTimeout(ctx, n.opts.AttachTimeout)
+		dev, err = n.attacher.Attach(actx, t)
+		cancel()
+		if err == nil {
+			break
+		}
+		klog.InfoS("Reconnect attempt failed; retrying", "volumeID", v.VolumeID, "nqn", rec.NQN, "err", err, "in", delay)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("reconnecting %s: %w (last attempt: %w)", rec.NQN, ctx.Err(), err)
+		case <-time.After(delay):
+		}
+	}
+	klog.InfoS("Volume reconnected", "volumeID", v.VolumeID, "device", dev.Path, "dev", dev.Dev, "was", rec.Device)
+	renumbered := rec.Device != dev.Dev.String()
+	rec.Device = dev.Dev.String()
+	if err := rec.save(); err != nil {
+		return err
+	}
+	if !renumbered {
+		return nil
+	}
+	if !rec.Block {
+		return fmt.Errorf("%w: the filesystem of volume %s stays mounted from its old device until its pods restart", errConsumersNeedRestart, v.VolumeID)
+	}
+	return n.repointBlockTargets(ctx, rec, dev)
+}
+
+// repointBlockTargets replaces each block publish, a bind mount of the old
+// device node, with one of the new node. New opens reach the volume again;
+// a process that kept the old device open does not (that needs the
+// device-mapper indirection).
+func (n *Node) repointBlockTargets(ctx context.Context, rec record, dev Device) error {
+	mounts, err := n.mounter.List()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, target := range rec.Targets {
+		m, ok := mountedAt(mounts, target)
+		if !ok {
+			continue
+		}
+		// The node a bind mount shows keeps its device number even when a
+		// new node of the same name replaced it, so ask the target itself.
+		var st unix.Stat_t
+		if err := unix.Stat(target, &st); err == nil && unix.Major(st.Rdev) == dev.Dev.Major && unix.Minor(st.Rdev) == dev.Dev.Minor {
+			continue
+		}
+		if err := n.mounter.Unmount(ctx, target); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := n.mounter.BindMount(ctx, dev.Path, target, m.ReadOnly); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// acquireWait takes the volume's in-flight slot, waiting for a CSI call on
+// it to finish: a repair must not race a stage or unstage of the volume.
+func (n *Node) acquireWait(ctx context.Context, id string) (func(), error) {
+	for {
+		if release, ok := n.inFlight.TryAcquire(id); ok {
+			return release, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
