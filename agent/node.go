@@ -129,6 +129,9 @@ func (n *Node) stage(ctx context.Context, id, staging string, vc *csi.VolumeCapa
 	klog.V(2).InfoS("Volume attached", "volumeID", id, "device", dev.Path, "dev", dev.Dev, "duration", time.Since(start))
 
 	rec := record{VolumeID: id, NQN: c.NQN, Address: c.Address, Port: c.Port, Connect: c.Connect, NSID: t.NSID, Device: dev.Dev.String(), Block: vc.GetBlock() != nil, StagingPath: staging}
+	if !rec.Block {
+		rec.FSType = fsTypeOf(vc)
+	}
 	if old, ok, err := loadRecord(staging, id); err == nil && ok {
 		rec.Targets = old.Targets
 	}
@@ -145,7 +148,7 @@ func (n *Node) stage(ctx context.Context, id, staging string, vc *csi.VolumeCapa
 		return nil // NODE-1: a block volume is only attached at stage
 	}
 
-	fsType := fsTypeOf(vc)
+	fsType := rec.FSType
 	mounts, err := n.mounter.List()
 	if err != nil {
 		return err
@@ -169,8 +172,7 @@ func (n *Node) stage(ctx context.Context, id, staging string, vc *csi.VolumeCapa
 	if err := n.mounter.Mount(ctx, dev.Path, staging, fsType, opts); err != nil {
 		return fmt.Errorf("mounting %s (%s) at %s: %w", dev.Path, fsType, staging, err)
 	}
-	rec.FSType = fsType
-	return rec.save()
+	return nil
 }
 
 // ensureFilesystem formats dev only when the controller created the volume

@@ -441,8 +441,11 @@ func TestExpandGrowsTheFilesystemToTheNewSize(t *testing.T) {
 			f := newFixture(t)
 			id, attrs := f.volume("pvc-grow-"+fsType, 512*mib, nil, true)
 			staging, target := f.paths(id)
-			if err := f.stage(id, staging, fsCap(fsType), attrs); err != nil {
-				t.Fatal(err)
+			// Staged twice: a repeated stage must keep what expansion needs.
+			for range 2 {
+				if err := f.stage(id, staging, fsCap(fsType), attrs); err != nil {
+					t.Fatal(err)
+				}
 			}
 			if err := f.publish(id, staging, target, fsCap(fsType), attrs); err != nil {
 				t.Fatal(err)
