@@ -270,7 +270,16 @@ func (n *Node) unstage(ctx context.Context, id, staging string) error {
 	case errors.Is(err, ErrNotAttached):
 		// No device: disconnected already, or lost. What remains is the
 		// mount of a dead filesystem, and perhaps a controller still
-		// trying to reconnect, which must not outlive the volume.
+		// trying to reconnect, which must not outlive the volume. Mounts of
+		// the recorded device elsewhere (pods not yet unpublished) still
+		// refuse: a vanished device is no proof that nobody uses it.
+		if old, perr := sysfs.ParseDevT(rec.Device); perr == nil {
+			for _, m := range mounts {
+				if devOf(m) == old && filepath.Clean(m.MountPoint) != filepath.Clean(staging) {
+					return fmt.Errorf("%w: volume %s is still mounted at %s; unpublish it everywhere first", errPrecondition, id, m.MountPoint)
+				}
+			}
+		}
 		if mounted {
 			if err := n.mounter.Unmount(ctx, staging); err != nil {
 				return err

@@ -700,3 +700,33 @@ func TestStagedVolumesAreTrackedAndTheirHealthComesFromTheModel(t *testing.T) {
 		t.Fatal("unstaged volume still tracked")
 	}
 }
+
+// vanished is the loop transport after the volume's device went away: Find
+// says not attached.
+type vanished struct{ *looptransport.Attacher }
+
+func (vanished) Find(context.Context, agent.Target) (agent.Device, error) {
+	return agent.Device{}, agent.ErrNotAttached
+}
+
+func TestUnstageOfAVanishedDeviceStillRefusesWhilePublished(t *testing.T) {
+	f := newFixture(t)
+	id, attrs := f.volume("pvc-vanished", 64*mib, nil, true)
+	staging, target := f.paths(id)
+	if err := f.stage(id, staging, fsCap("ext4"), attrs); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.publish(id, staging, target, fsCap("ext4"), attrs); err != nil {
+		t.Fatal(err)
+	}
+	opts := agent.Options{NodeID: "node-1"}
+	if err := opts.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	n := agent.New(opts, vanished{&looptransport.Attacher{Sim: f.disks}}, agent.HostMounter{}, nil)
+	_, err := n.NodeUnstageVolume(context.Background(), &csi.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging})
+	wantCode(t, err, codes.FailedPrecondition, target)
+	if len(mountsAt(t, staging)) != 1 {
+		t.Fatal("a refused unstage unmounted the staging path")
+	}
+}
