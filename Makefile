@@ -50,8 +50,11 @@ lint: $(GOBIN)/golangci-lint
 	$(GO) vet ./...
 	$(GOBIN)/golangci-lint run ./...
 
+# The controller on the host, then the whole driver in the VM test bed
+# (a note and no failure where the VM cannot run: not root, no apt).
 demo: build
 	$(GO) run ./test/demo -bin bin
+	$(GO) run ./test/demo/vm
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchtime=1x -count=3 ./test/bench/ | tee /tmp/rds-csi-bench.txt

@@ -186,7 +186,7 @@ func run(bin string) error {
 		return fmt.Errorf("volumes left after delete: %v", list.GetEntries())
 	}
 	fmt.Println("  no volumes left")
-	step("Done. The node path (NVMe/TCP, mkfs, mount) joins this demo with the node agent.")
+	step("Done with the controller side.")
 	return nil
 }
 

@@ -40,6 +40,10 @@ type Initramfs struct {
 	TestBinary string
 	// TestArgs are passed to it after -test.v.
 	TestArgs []string
+	// Plain marks TestBinary as an ordinary program (the demo): it gets
+	// TestArgs alone, since it would reject -test.v. Its exit code is
+	// reported after EndMarker all the same.
+	Plain bool
 	// Work is a scratch directory for the staging tree.
 	Work string
 }
@@ -259,7 +263,10 @@ func (i *Initramfs) addFiles(_ context.Context, root string) error {
 // modules, run the test binary and report its exit code on the console,
 // then power off so that qemu exits.
 func (i *Initramfs) initScript() string {
-	args := []string{"-test.v"}
+	var args []string
+	if !i.Plain {
+		args = append(args, "-test.v")
+	}
 	args = append(args, i.TestArgs...)
 	quoted := make([]string, len(args))
 	for n, a := range args {
