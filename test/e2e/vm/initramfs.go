@@ -12,7 +12,8 @@ import (
 
 // GuestModules are loaded by /init, in this order. The closure the
 // initramfs carries is computed from them (plus optionalModules).
-var GuestModules = []string{"configfs", "nvmet-tcp", "nvme-tcp", "loop", "crc32c_generic", "ext4", "xfs"}
+// dm-multipath brings dm-mod and scsi_mod.
+var GuestModules = []string{"configfs", "nvmet-tcp", "nvme-tcp", "loop", "crc32c_generic", "ext4", "xfs", "dm-multipath", "dm-service-time"}
 
 // optionalModules are copied when the kernel has them: the accelerated
 // crc32c is what ext4 asks for first, but it is not built on every kernel.

@@ -110,6 +110,8 @@ var slimModules = []string{
 	"kernel/drivers/nvme/",
 	"kernel/drivers/block/loop.ko",
 	"kernel/drivers/md/",
+	"kernel/drivers/scsi/scsi_mod.ko", // dm-multipath needs it
+	"kernel/drivers/scsi/scsi_common.ko",
 	"kernel/fs/configfs/",
 	"kernel/fs/ext4/",
 	"kernel/fs/jbd2/",
@@ -131,7 +133,9 @@ func FetchKernel(ctx context.Context, flavor string, logf func(string, ...any)) 
 		return nil, err
 	}
 	k := &Kernel{Flavor: flavor, Package: pkg, Root: filepath.Join(CacheDir(), pkg)}
-	done := filepath.Join(k.Root, ".complete")
+	// Named for the slimModules it holds: a cache made for an older list
+	// lacks modules, so it is extracted again.
+	done := filepath.Join(k.Root, ".complete-scsi")
 	if b, err := os.ReadFile(done); err == nil {
 		k.Release = strings.TrimSpace(string(b))
 		logf("kernel %s: %s (release %s), cached in %s", flavor, pkg, k.Release, k.Root)
