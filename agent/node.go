@@ -326,14 +326,20 @@ func (n *Node) unstage(ctx context.Context, id, staging string) error {
 }
 
 // detach disconnects the volume if, and only if, its NQN is under the
-// managed prefix. A failed disconnect is an error: the record stays, so a
-// retried unstage tries again.
+// managed prefix. The health model stops tracking it first, so that a
+// deliberate disconnect is not taken for a loss to heal. A failed disconnect
+// is an error: the record stays and tracking resumes, so a retried unstage
+// tries again.
 func (n *Node) detach(ctx context.Context, t Target, nqn string) error {
 	if !n.managed(nqn) {
 		klog.InfoS("NQN outside the managed prefix: left connected", "volumeID", t.VolumeID, "nqn", nqn, "prefix", n.opts.ManagedNQNPrefix)
 		return nil
 	}
+	n.tracker.Untrack(t.VolumeID)
 	if err := n.attacher.Detach(ctx, t); err != nil {
+		if terr := n.tracker.Track(heal.Volume{VolumeID: t.VolumeID, NQN: nqn, NSID: t.NSID}); terr != nil {
+			klog.ErrorS(terr, "Cannot track the volume again", "volumeID", t.VolumeID)
+		}
 		return fmt.Errorf("disconnecting %s: %w", nqn, err)
 	}
 	return nil

@@ -22,7 +22,7 @@ const (
 
 // errConsumersNeedRestart marks a repair that reconnected the volume but
 // could not move every consumer onto the new device.
-var errConsumersNeedRestart = errors.New("reconnected, but some consumers still hold the old device")
+var errConsumersNeedRestart = fmt.Errorf("reconnected, but %w", heal.ErrConsumersStuck)
 
 // Repair brings a lost volume back (HEAL-3): it reconnects from the
 // volume's record, retrying with capped backoff until the target answers or
@@ -64,16 +64,17 @@ func (n *Node) Repair(ctx context.Context, v heal.Volume, _ heal.Health) error {
 		}
 	}
 	klog.InfoS("Volume reconnected", "volumeID", v.VolumeID, "device", dev.Path, "dev", dev.Dev, "was", rec.Device)
-	renumbered := rec.Device != dev.Dev.String()
-	rec.Device = dev.Dev.String()
-	if err := rec.save(); err != nil {
-		return err
-	}
-	if !renumbered {
+	if rec.Device == dev.Dev.String() {
 		return nil
 	}
 	if !rec.Block {
-		return fmt.Errorf("%w: the filesystem of volume %s stays mounted from its old device until its pods restart", errConsumersNeedRestart, v.VolumeID)
+		// The record keeps the old device: it is what the mount still uses,
+		// and a later repair must see the same mismatch.
+		return fmt.Errorf("%w: the filesystem of volume %s stays mounted from its old device %s until the volume is staged again", errConsumersNeedRestart, v.VolumeID, rec.Device)
+	}
+	rec.Device = dev.Dev.String()
+	if err := rec.save(); err != nil {
+		return err
 	}
 	return n.repointBlockTargets(ctx, rec, dev)
 }

@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -114,7 +115,7 @@ func TestRepairOfAMountedFilesystemSaysItsConsumersNeedARestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err := f.node.Repair(ctx, heal.Volume{VolumeID: id, NQN: prefix + id, NSID: 1}, heal.Health{})
-	if err == nil || !strings.Contains(err.Error(), "until its pods restart") {
+	if !errors.Is(err, heal.ErrConsumersStuck) || !strings.Contains(err.Error(), "until the volume is staged again") {
 		t.Fatalf("repair of a filesystem volume: %v", err)
 	}
 	if !attached(t, f.file(id)) {

@@ -84,6 +84,11 @@ type Volume struct {
 // calls it once per loss, on its own goroutine, and cancels ctx when the
 // volume is untracked or the node shuts down. Retrying until the target
 // answers is the Repairer's business: it knows what is worth retrying.
+// ErrConsumersStuck is what a Repairer wraps when it reconnected the volume
+// but its consumers still hold the old device (a mounted filesystem): the
+// volume stays failed, whatever the kernel shows, until it is tracked anew.
+var ErrConsumersStuck = errors.New("consumers still hold the volume's old device")
+
 type Repairer interface {
 	Repair(ctx context.Context, v Volume, h Health) error
 }

@@ -41,6 +41,11 @@ type volume struct {
 	// notLiveSince is when the volume last left live; zero while live.
 	notLiveSince time.Time
 	repairCancel context.CancelFunc
+	// stuck is set when a repair reported that consumers hold a device the
+	// volume no longer has (ErrConsumersStuck): the kernel being live again
+	// does not make the volume usable, so failed stays until the volume is
+	// tracked anew (restaged).
+	stuck bool
 }
 
 // visibleDiskRE matches namespace disks consumers use; hidden per-path
@@ -373,7 +378,10 @@ func (l *Loop) derive(v *volume) (State, string, string) {
 	case pending != nil:
 		return StateReconnecting, "controller " + pending.name + " " + pending.state, pending.name
 	case dying != nil:
-		return StateLost, "controller " + dying.name + " " + dying.state, dying.name
+		// Lost, but not yet gone: its namespace still resolves, so a repair
+		// started now would find it and take the dying device for healed.
+		// The repair starts when the kernel has removed the controller.
+		return StateReconnecting, "controller " + dying.name + " " + dying.state, dying.name
 	case v.devPresent:
 		return StateLost, "no controller left (namespace head kept)", ""
 	default:
@@ -403,7 +411,7 @@ func (l *Loop) evaluate(v *volume) {
 	case cur == StateHealing:
 		l.publish(v.Volume, v.health)
 		return
-	case cur == StateFailed && (next == StateLost || next == StateUnknown):
+	case cur == StateFailed && (v.stuck || next == StateLost || next == StateUnknown):
 		l.publish(v.Volume, v.health)
 		return
 	}
@@ -471,6 +479,7 @@ func (l *Loop) repaired(v *volume, err error, took time.Duration) {
 	v.health.LastHeal = l.now()
 	if err != nil {
 		klog.ErrorS(err, "Repair failed", "volume", v.VolumeID, "nqn", v.NQN, "took", took)
+		v.stuck = errors.Is(err, ErrConsumersStuck)
 		l.transition(v, StateFailed, "repair failed: "+err.Error())
 		return
 	}
