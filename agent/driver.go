@@ -29,10 +29,24 @@ type Target struct {
 	NSID int
 }
 
-// Device is a volume's block device on this node.
+// Device is a volume's block device on this node: the namespace itself, or
+// a device-mapper front over it (Multipath).
 type Device struct {
 	Path string // device node, /dev/<name>
 	Dev  sysfs.DevT
+	// Mapped tells a front; Backing is then the namespace below it, zero
+	// while the namespace is gone (the front queues I/O meanwhile).
+	Mapped  bool
+	Backing sysfs.DevT
+}
+
+// namespace is the device number of the namespace itself, what the health
+// model watches; zero when a front has no namespace below it.
+func (d Device) namespace() sysfs.DevT {
+	if d.Mapped {
+		return d.Backing
+	}
+	return d.Dev
 }
 
 // ErrNotAttached is returned by Attacher.Find when the volume's namespace is

@@ -30,6 +30,7 @@ var (
 	errInvalid      = errors.New("invalid argument")
 	errPrecondition = errors.New("failed precondition")
 	errNotFound     = errors.New("not found")
+	errUnavailable  = errors.New("unavailable")
 )
 
 const (
@@ -129,6 +130,9 @@ func (n *Node) stage(ctx context.Context, id, staging string, vc *csi.VolumeCapa
 	klog.V(2).InfoS("Volume attached", "volumeID", id, "device", dev.Path, "dev", dev.Dev, "duration", time.Since(start))
 
 	rec := record{VolumeID: id, NQN: c.NQN, Address: c.Address, Port: c.Port, Connect: c.Connect, NSID: t.NSID, Device: dev.Dev.String(), Block: vc.GetBlock() != nil, StagingPath: staging}
+	if dev.Mapped {
+		rec.Namespace = dev.Backing.String()
+	}
 	if !rec.Block {
 		rec.FSType = fsTypeOf(vc)
 	}
@@ -141,7 +145,7 @@ func (n *Node) stage(ctx context.Context, id, staging string, vc *csi.VolumeCapa
 		return fmt.Errorf("saving the volume record: %w", err)
 	}
 	n.rememberStaging(id, staging)
-	if err := n.tracker.Track(heal.Volume{VolumeID: id, NQN: c.NQN, NSID: t.NSID, Device: dev.Dev.String()}); err != nil {
+	if err := n.tracker.Track(heal.Volume{VolumeID: id, NQN: c.NQN, NSID: t.NSID, Device: rec.namespace()}); err != nil {
 		return fmt.Errorf("tracking volume %s: %w", id, err)
 	}
 	if rec.Block {
@@ -294,6 +298,12 @@ func (n *Node) unstage(ctx context.Context, id, staging string) error {
 		return err
 	}
 
+	if dev.Mapped && dev.Backing == (sysfs.DevT{}) && mounted {
+		// The unmount would flush into a front that queues while it has
+		// no path: it would wait for the target, and dropping the queue
+		// instead would lose the writes.
+		return fmt.Errorf("%w: volume %s has no path to its target and its front queues writes; the agent reconnects it when the target answers, and the unstage can then proceed", errUnavailable, id)
+	}
 	cctx, cancel := context.WithTimeout(ctx, n.opts.InUseTimeout)
 	users, err := n.users(cctx, dev, mounts, staging)
 	cancel()
@@ -872,6 +882,8 @@ func toStatus(err error) error {
 		code = codes.FailedPrecondition
 	case errors.Is(err, errNotFound), errors.Is(err, ErrNotAttached):
 		code = codes.NotFound
+	case errors.Is(err, errUnavailable):
+		code = codes.Unavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		code = codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):

@@ -730,3 +730,37 @@ func TestUnstageOfAVanishedDeviceStillRefusesWhilePublished(t *testing.T) {
 		t.Fatal("a refused unstage unmounted the staging path")
 	}
 }
+
+// pathless is the loop transport seen through a multipath front whose
+// namespace is gone: the front is there, with nothing below it.
+type pathless struct{ *looptransport.Attacher }
+
+func (p pathless) Find(ctx context.Context, t agent.Target) (agent.Device, error) {
+	d, err := p.Attacher.Find(ctx, t)
+	if err != nil {
+		return d, err
+	}
+	return agent.Device{Path: d.Path, Dev: d.Dev, Mapped: true}, nil
+}
+
+func TestUnstageOfAMountedFrontWithoutAPathWaitsForTheTarget(t *testing.T) {
+	f := newFixture(t)
+	id, attrs := f.volume("pvc-pathless", 64*mib, nil, true)
+	staging, _ := f.paths(id)
+	if err := f.stage(id, staging, fsCap("ext4"), attrs); err != nil {
+		t.Fatal(err)
+	}
+	opts := agent.Options{NodeID: "node-1"}
+	if err := opts.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	n := agent.New(opts, pathless{&looptransport.Attacher{Sim: f.disks}}, agent.HostMounter{}, nil)
+	_, err := n.NodeUnstageVolume(context.Background(), &csi.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging})
+	wantCode(t, err, codes.Unavailable, "no path to its target")
+	if len(mountsAt(t, staging)) != 1 || !attached(t, f.file(id)) {
+		t.Fatal("an unstage of a pathless front unmounted or disconnected the volume")
+	}
+	if err := f.unstage(id, staging); err != nil {
+		t.Fatalf("the unstage once the path is back: %v", err)
+	}
+}

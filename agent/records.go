@@ -20,15 +20,18 @@ type record struct {
 	NQN      string `json:"nqn"`
 	// Address, Port and Connect are what a reconnect needs, so the agent
 	// can heal a volume without asking the CO for its volume context.
-	Address     string                `json:"address,omitempty"`
-	Port        int                   `json:"port,omitempty"`
-	Connect     volume.ConnectOptions `json:"connect"`
-	NSID        int                   `json:"nsid"`
-	Device      string                `json:"device"` // major:minor when staged
-	Block       bool                  `json:"block"`
-	FSType      string                `json:"fsType,omitempty"`
-	StagingPath string                `json:"stagingPath"`
-	Targets     []string              `json:"targets,omitempty"`
+	Address string                `json:"address,omitempty"`
+	Port    int                   `json:"port,omitempty"`
+	Connect volume.ConnectOptions `json:"connect"`
+	NSID    int                   `json:"nsid"`
+	Device  string                `json:"device"` // major:minor when staged
+	// Namespace is the major:minor of the namespace below a multipath
+	// front (Device is then the front's), as last attached.
+	Namespace   string   `json:"namespace,omitempty"`
+	Block       bool     `json:"block"`
+	FSType      string   `json:"fsType,omitempty"`
+	StagingPath string   `json:"stagingPath"`
+	Targets     []string `json:"targets,omitempty"`
 }
 
 // recordPath is the record's file: in the staging path's parent directory,
@@ -68,6 +71,15 @@ func (r record) save() error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// namespace is the device the health model watches: the namespace, below
+// the front if there is one.
+func (r record) namespace() string {
+	if r.Namespace != "" {
+		return r.Namespace
+	}
+	return r.Device
 }
 
 func removeRecord(stagingPath, volumeID string) error {

@@ -10,6 +10,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/rds-csi/rds-csi/agent/heal"
+	"github.com/rds-csi/rds-csi/kernel/sysfs"
 )
 
 // Repair backoff: the first reconnect attempt is immediate (the loss may be
@@ -27,9 +28,11 @@ var errConsumersNeedRestart = fmt.Errorf("reconnected, but %w", heal.ErrConsumer
 // Repair brings a lost volume back (HEAL-3): it reconnects from the
 // volume's record, retrying with capped backoff until the target answers or
 // ctx ends, finds the (possibly renumbered) device by NQN and namespace ID,
-// and moves raw block publishes onto it. A mounted filesystem cannot be
-// moved while it is mounted: the repair then says so (the volume turns
-// failed with that cause) instead of pretending.
+// and moves the volume's consumers onto it. With a multipath front
+// (Multipath) the reattach reloads the front and every consumer goes on
+// where it was. Without one, raw block publishes are moved onto the new
+// device, and a mounted filesystem, which cannot be moved, makes the repair
+// say so (the volume turns failed with that cause) instead of pretending.
 func (n *Node) Repair(ctx context.Context, v heal.Volume, _ heal.Health) error {
 	staging := n.stagingOf(v.VolumeID)
 	if staging == "" {
@@ -63,9 +66,15 @@ func (n *Node) Repair(ctx context.Context, v heal.Volume, _ heal.Health) error {
 		case <-time.After(delay):
 		}
 	}
-	klog.InfoS("Volume reconnected", "volumeID", v.VolumeID, "device", dev.Path, "dev", dev.Dev, "was", rec.Device)
+	klog.InfoS("Volume reconnected", "volumeID", v.VolumeID, "device", dev.Path, "dev", dev.Dev, "namespace", dev.namespace(), "was", rec.Device)
+	if dev.Mapped && rec.Namespace != dev.Backing.String() {
+		rec.Namespace = dev.Backing.String()
+		if err := rec.save(); err != nil {
+			return err
+		}
+	}
 	if rec.Device == dev.Dev.String() {
-		return nil
+		return nil // the front moved onto the new namespace: consumers go on
 	}
 	if !rec.Block {
 		// The record keeps the old device: it is what the mount still uses,
@@ -124,4 +133,59 @@ func (n *Node) acquireWait(ctx context.Context, id string) (func(), error) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// reconcileTimeout bounds the check of a volume's front after a reconnect.
+const reconcileTimeout = time.Minute
+
+// Reconciled is told of the health model's transitions (heal.Config's
+// OnTransition, on the loop's goroutine, so it only starts work). When a
+// volume is live again after its controller reconnected by itself, the
+// front over it may have failed its path meanwhile (I/O that erred while
+// the controller was down, with fastIoFailTmo set): without a reload it
+// would queue forever. The check runs on its own goroutine, after any CSI
+// call or repair of the volume.
+func (n *Node) Reconciled(h heal.Health, from heal.State) {
+	if h.State != heal.StateLive || from != heal.StateReconnecting {
+		return
+	}
+	if _, ok := n.attacher.(queueStopper); !ok {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), reconcileTimeout)
+		defer cancel()
+		if err := n.reconcile(ctx, h.VolumeID); err != nil {
+			klog.ErrorS(err, "Checking the volume's front after a reconnect failed", "volumeID", h.VolumeID)
+		}
+	}()
+}
+
+// reconcile re-attaches a staged volume whose namespace is present: no
+// connect is made, and the front is reloaded if it no longer leads to the
+// namespace with its path active.
+func (n *Node) reconcile(ctx context.Context, id string) error {
+	staging := n.stagingOf(id)
+	if staging == "" {
+		return nil // unstaged meanwhile
+	}
+	release, err := n.acquireWait(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer release()
+	rec, ok, err := loadRecord(staging, id)
+	if err != nil || !ok {
+		return err
+	}
+	t := n.recordTarget(rec)
+	d, err := n.attacher.Find(ctx, t)
+	if errors.Is(err, ErrNotAttached) || (err == nil && (!d.Mapped || d.Backing == sysfs.DevT{})) {
+		return nil // no front, or no namespace below it: a repair's business
+	}
+	if err != nil {
+		return err
+	}
+	_, err = n.attacher.Attach(ctx, t)
+	return err
 }

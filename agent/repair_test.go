@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,8 +12,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/rds-csi/rds-csi/agent"
 	"github.com/rds-csi/rds-csi/agent/heal"
 	"github.com/rds-csi/rds-csi/kernel/loop"
+	"github.com/rds-csi/rds-csi/test/looptransport"
 )
 
 // loseAndRenumber detaches the volume's device behind the agent's back and
@@ -120,5 +123,64 @@ func TestRepairOfAMountedFilesystemSaysItsConsumersNeedARestart(t *testing.T) {
 	}
 	if !attached(t, f.file(id)) {
 		t.Fatal("the repair did not reconnect the volume")
+	}
+}
+
+// fronted is the loop transport behind a stable front: the device the
+// consumers use keeps the number it had at the first attach, whatever the
+// namespace below it becomes, as a Multipath front's does.
+type fronted struct {
+	*looptransport.Attacher
+	front agent.Device
+}
+
+func (a *fronted) Attach(ctx context.Context, t agent.Target) (agent.Device, error) {
+	ns, err := a.Attacher.Attach(ctx, t)
+	if err != nil {
+		return ns, err
+	}
+	if a.front.Path == "" {
+		a.front = ns
+	}
+	return agent.Device{Path: a.front.Path, Dev: a.front.Dev, Mapped: true, Backing: ns.Dev}, nil
+}
+
+func TestRepairOfAFrontedFilesystemKeepsItsConsumers(t *testing.T) {
+	f := newFixture(t)
+	opts := agent.Options{NodeID: "node-1"}
+	if err := opts.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	at := &fronted{Attacher: &looptransport.Attacher{Sim: f.disks}}
+	f.node = agent.New(opts, at, agent.HostMounter{}, nil)
+	id, attrs := f.volume("pvc-repair-front", 64*mib, nil, true)
+	staging, _ := f.paths(id)
+	if err := f.stage(id, staging, fsCap("ext4"), attrs); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Unmount(staging, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.loseAndRenumber(t, id)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := f.node.Repair(ctx, heal.Volume{VolumeID: id, NQN: prefix + id, NSID: 1}, heal.Health{}); err != nil {
+		t.Fatalf("repair under a front: %v", err)
+	}
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(staging), "rds-csi-"+id+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	devs, err := loop.Find(f.file(id))
+	if err != nil || len(devs) != 1 {
+		t.Fatal(devs, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(devs[0], &st); err != nil {
+		t.Fatal(err)
+	}
+	ns := fmt.Sprintf(`"namespace": "%d:%d"`, unix.Major(st.Rdev), unix.Minor(st.Rdev))
+	if !strings.Contains(string(b), ns) || !strings.Contains(string(b), fmt.Sprintf(`"device": "%s"`, at.front.Dev)) {
+		t.Fatalf("the record after the repair does not keep the front and name the new namespace (%s):\n%s", ns, b)
 	}
 }

@@ -50,7 +50,7 @@ func (n *Node) Resume(kubeletDir string) ([]StagedVolume, error) {
 			continue
 		}
 		n.rememberStaging(rec.VolumeID, rec.StagingPath)
-		if err := n.tracker.Track(heal.Volume{VolumeID: rec.VolumeID, NQN: rec.NQN, NSID: rec.NSID, Device: rec.Device}); err != nil {
+		if err := n.tracker.Track(heal.Volume{VolumeID: rec.VolumeID, NQN: rec.NQN, NSID: rec.NSID, Device: rec.namespace()}); err != nil {
 			klog.ErrorS(err, "Cannot track a resumed volume", "volumeID", rec.VolumeID)
 		}
 		vols = append(vols, StagedVolume{VolumeID: rec.VolumeID, NQN: rec.NQN, StagingPath: rec.StagingPath, NSID: rec.NSID, Block: rec.Block})

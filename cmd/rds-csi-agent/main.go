@@ -18,6 +18,7 @@ import (
 
 	"github.com/rds-csi/rds-csi/agent"
 	"github.com/rds-csi/rds-csi/agent/heal"
+	"github.com/rds-csi/rds-csi/kernel/dm"
 	"github.com/rds-csi/rds-csi/kernel/fabrics"
 	"github.com/rds-csi/rds-csi/kernel/sysfs"
 	"github.com/rds-csi/rds-csi/kernel/uevent"
@@ -41,6 +42,7 @@ type flags struct {
 	scanInterval   time.Duration
 	orphanGrace    time.Duration
 	shutdownTmo    int
+	dmMultipath    bool
 	showVersion    bool
 	node           agent.Options
 }
@@ -65,6 +67,7 @@ func parseFlags(args []string) (*flags, error) {
 	fs.DurationVar(&f.scanInterval, "scan-interval", time.Second, "how often the state of managed controllers is read (state changes send no uevent)")
 	fs.DurationVar(&f.orphanGrace, "orphan-grace", 2*time.Minute, "how long a managed controller may belong to no staged volume before it is disconnected")
 	fs.IntVar(&f.shutdownTmo, "shutdown-ctrl-loss-tmo", 0, "on SIGTERM, lower ctrl_loss_tmo of managed controllers to this many seconds so a node shutdown does not hang on an unreachable target (0: off; set it where SIGTERM means node shutdown, as in the systemd unit)")
+	fs.BoolVar(&f.dmMultipath, "dm-multipath", true, "put a device-mapper multipath front (queue_if_no_path) in front of each volume, so that a mounted filesystem or a process holding a block volume survives a controller loss and a renumbered reconnect; needs dm-mod and dm-multipath on the node (false: consumers of a lost volume need a restart)")
 	fs.StringVar(&f.kubeletDir, "kubelet-dir", "/var/lib/kubelet", "the kubelet's directory, where staged volumes keep their records")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -108,11 +111,21 @@ func run(ctx context.Context, f *flags) error {
 		return fmt.Errorf("subscribing to kernel uevents (the agent needs hostNetwork): %w", err)
 	}
 	tree := sysfs.Tree{Root: f.node.SysRoot}
-	attacher := &agent.NVMe{
+	nvme := &agent.NVMe{
 		Fabrics: &fabrics.Fabrics{Device: fabrics.DefaultDevice, Sysfs: tree},
 		Sysfs:   tree,
 		Events:  events,
 		DevDir:  f.devDir,
+	}
+	var attacher agent.Attacher = nvme
+	if f.dmMultipath {
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := dm.Available(dctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("--dm-multipath needs the device-mapper (modprobe dm-multipath, and /dev from the host), or run with --dm-multipath=false: %w", err)
+		}
+		attacher = &agent.Multipath{Paths: nvme, Mapper: agent.KernelMapper{}, SysRoot: f.node.SysRoot, ProcRoot: f.node.ProcRoot, DevDir: f.devDir}
 	}
 	reg := rpc.NewRegistry()
 	node := agent.New(f.node, attacher, agent.HostMounter{}, agent.NewMetrics(reg))
@@ -127,8 +140,9 @@ func run(ctx context.Context, f *flags) error {
 		ScanInterval:     f.scanInterval,
 		OrphanGrace:      f.orphanGrace,
 		Links:            heal.NetlinkLinks{Interfaces: ifaces},
-		Disconnect:       node.OrphanDisconnect(tree, attacher.Fabrics.Disconnect),
+		Disconnect:       node.OrphanDisconnect(tree, nvme.Fabrics.Disconnect),
 		Repairer:         node,
+		OnTransition:     node.Reconciled,
 		Metrics:          heal.NewMetrics(reg),
 	})
 	if err != nil {
@@ -156,6 +170,9 @@ func run(ctx context.Context, f *flags) error {
 				klog.ErrorS(err, "Lowering ctrl_loss_tmo for shutdown failed")
 			} else {
 				klog.InfoS("Lowered ctrl_loss_tmo of managed controllers for shutdown", "seconds", f.shutdownTmo)
+			}
+			if err := node.StopQueueing(sctx); err != nil {
+				klog.ErrorS(err, "Stopping the multipath fronts from queueing for shutdown failed")
 			}
 		}
 	}()

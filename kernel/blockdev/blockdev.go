@@ -230,3 +230,26 @@ func alignedBuffer(size int) []byte {
 	}
 	return raw[offset : offset+size : offset+size]
 }
+
+// RequestBased tells a request-based (blk-mq) disk from a bio-based one,
+// such as an NVMe native-multipath head or a device-mapper device: only
+// blk-mq disks have <sysRoot>/block/<name>/mq. A device-mapper table
+// stacked on the disk must be of the same kind.
+func RequestBased(sysRoot, name string) (bool, error) {
+	if name == "" || strings.ContainsRune(name, '/') || name == "." || name == ".." {
+		return false, fmt.Errorf("request-based: %q is not a block device name", name)
+	}
+	disk := filepath.Join(sysRoot, "block", name)
+	if _, err := os.Stat(disk); err != nil {
+		return false, fmt.Errorf("request-based: %w", err)
+	}
+	_, err := os.Stat(filepath.Join(disk, "mq"))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, os.ErrNotExist):
+		return false, nil
+	default:
+		return false, fmt.Errorf("request-based: %w", err)
+	}
+}

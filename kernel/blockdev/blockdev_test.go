@@ -142,6 +142,34 @@ func TestHoldersOfAnUnstackedDeviceIsEmpty(t *testing.T) {
 	}
 }
 
+func TestALoopDeviceIsRequestBased(t *testing.T) {
+	dev, _ := loopDevice(t, 1<<20, nil)
+	rq, err := RequestBased("/sys", filepath.Base(dev))
+	if err != nil || !rq {
+		t.Fatalf("RequestBased(%s) = %v, %v; loop devices are blk-mq", dev, rq, err)
+	}
+}
+
+func TestRequestBasedLooksForTheMqDirectory(t *testing.T) {
+	sys := t.TempDir()
+	for _, d := range []string{"block/nvme0n1/mq", "block/nvme1n1"} {
+		if err := os.MkdirAll(filepath.Join(sys, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, want := range map[string]bool{"nvme0n1": true, "nvme1n1": false} {
+		got, err := RequestBased(sys, name)
+		if err != nil || got != want {
+			t.Errorf("RequestBased(%s) = %v, %v; want %v", name, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "..", "a/b", "missing"} {
+		if _, err := RequestBased(sys, bad); err == nil {
+			t.Errorf("RequestBased(%q) succeeded", bad)
+		}
+	}
+}
+
 func TestHoldersListsTheEntriesOfTheHoldersDirectory(t *testing.T) {
 	sys := t.TempDir()
 	dir := filepath.Join(sys, "class", "block", "nvme0n1", "holders")

@@ -453,3 +453,18 @@ func removeNode(name string, d Device, existed bool) error {
 	}
 	return nil
 }
+
+// Available checks that the device-mapper can be driven: the control
+// device opens and answers DM_VERSION with an interface this package
+// speaks. It says nothing of target types, which the kernel loads on the
+// first table that names them.
+func Available(ctx context.Context) error {
+	h, err := call(ctx, "version of", cmdVersion, newBuffer("", 0, 0, nil, 0))
+	if err != nil {
+		return err
+	}
+	if h.version[0] != interfaceVersion[0] {
+		return fmt.Errorf("device-mapper interface %d.%d.%d: this driver speaks %d.x", h.version[0], h.version[1], h.version[2], interfaceVersion[0])
+	}
+	return nil
+}

@@ -27,6 +27,8 @@ type fakeKernel struct {
 	statusNeeds int
 	// block, when set, makes every ioctl wait for it to be closed.
 	block chan struct{}
+	// version is the interface version DM_VERSION answers.
+	version [3]uint32
 }
 
 type fakeDevice struct {
@@ -45,7 +47,7 @@ type fakeCall struct {
 
 func newFakeKernel(t *testing.T) *fakeKernel {
 	t.Helper()
-	k := &fakeKernel{devices: map[string]*fakeDevice{}, nextMin: 0}
+	k := &fakeKernel{devices: map[string]*fakeDevice{}, nextMin: 0, version: [3]uint32{4, 48, 0}}
 	old := sys
 	sys = system{control: "/dev/null", nodeDir: filepath.Join(t.TempDir(), "mapper"), ioctl: k.ioctl}
 	t.Cleanup(func() { sys = old })
@@ -67,6 +69,11 @@ func (k *fakeKernel) ioctl(_ int, req uint32, buf []byte) error {
 	}
 	cmd := req & 0xff
 	k.calls = append(k.calls, fakeCall{cmd: cmd, flags: h.flags, name: h.name})
+	if cmd == cmdVersion {
+		h.version = k.version
+		h.put(buf)
+		return nil
+	}
 	d := k.devices[h.name]
 	if d == nil && cmd != cmdDevCreate {
 		return unix.ENXIO
@@ -459,5 +466,20 @@ func TestMultipathTableIsTheMeasuredOne(t *testing.T) {
 		if _, err := tablePayload(tbl); err != nil {
 			t.Errorf("bio=%v: the table does not pass validation: %v", c.bio, err)
 		}
+	}
+}
+
+func TestAvailableAcceptsTheInterfaceThisPackageSpeaksOnly(t *testing.T) {
+	k := newFakeKernel(t)
+	if err := Available(context.Background()); err != nil {
+		t.Fatalf("interface 4.48.0: %v", err)
+	}
+	k.version = [3]uint32{5, 0, 0}
+	if err := Available(context.Background()); err == nil {
+		t.Fatal("interface 5.0.0 was accepted")
+	}
+	sys.control = filepath.Join(t.TempDir(), "no-control")
+	if err := Available(context.Background()); err == nil {
+		t.Fatal("a missing control device was accepted")
 	}
 }

@@ -2,8 +2,11 @@
 // (docs/testing.md) it runs the whole driver as a node would see it: the
 // RDS simulator exporting through the kernel's nvmet target, the real
 // controller, the real agent with its NVMe/TCP attacher and its health
-// model. It takes one volume through its life, cuts the target under it and
-// narrates, with timestamps, what the kernel and the agent see.
+// model and repairs, and the multipath front. It takes one volume through
+// its life, cuts the target under it twice (an outage the kernel rides out,
+// then one long enough for the kernel to delete the controller, which the
+// agent heals under a running writer) and narrates, with timestamps, what
+// the kernel and the agent see.
 // test/demo/vm boots it and streams the narration to the user.
 package main
 
@@ -52,9 +55,13 @@ const (
 	// rpcTimeout bounds one CSI call; the guest CPU is emulated, so mkfs
 	// of a 1 GiB volume alone takes seconds.
 	rpcTimeout = 2 * time.Minute
-	// outage is how long the target stays cut: long enough for several of
-	// the kernel's reconnect attempts (reconnectDelay=2) to fail.
-	outage = 8 * time.Second
+	// outage is how long the target stays cut in the first act: a few of
+	// the kernel's reconnect attempts (reconnectDelay=2) fail, and
+	// ctrl_loss_tmo (8 s) is not reached.
+	outage = 4 * time.Second
+	// lossHold is how long the target stays away after the kernel deleted
+	// the controller in the second act.
+	lossHold = 4 * time.Second
 	// klogFile keeps the agent's and controller's logs out of the
 	// narration; its tail is printed when something fails.
 	klogFile = "/tmp/rds-csi-demo.log"
@@ -130,7 +137,7 @@ func (d *demo) run() error {
 	}
 
 	const name = "pvc-demo"
-	params := map[string]string{volume.KeyCtrlLossTmo: "-1", volume.KeyReconnectDelay: "2"}
+	params := map[string]string{volume.KeyCtrlLossTmo: "8", volume.KeyReconnectDelay: "2"}
 	d.step(fmt.Sprintf("CreateVolume %s: 1 GiB, ext4, %s=%s %s=%s", name,
 		volume.KeyCtrlLossTmo, params[volume.KeyCtrlLossTmo], volume.KeyReconnectDelay, params[volume.KeyReconnectDelay]))
 	capability := &csi.VolumeCapability{
@@ -153,7 +160,7 @@ func (d *demo) run() error {
 	d.say("exported as %s on 127.0.0.1:%d", nqn, port)
 
 	staging, target := filepath.Join(d.dir, id, "staging"), filepath.Join(d.dir, id, "target")
-	d.step("NodeStageVolume: connect over NVMe/TCP, format the blank volume, mount it")
+	d.step("NodeStageVolume: connect over NVMe/TCP, put a multipath front over the namespace, format it, mount it")
 	if err := os.MkdirAll(staging, 0o750); err != nil {
 		return err
 	}
@@ -177,9 +184,14 @@ func (d *demo) run() error {
 		return fmt.Errorf("no controller of %s after NodeStage", nqn)
 	}
 	ctrlName := cs[0].Name
-	d.say("sysfs:  controller %s %s, block device /dev/%s (%s), ctrl_loss_tmo=%s reconnect_delay=%s",
+	d.say("sysfs:  controller %s %s, namespace /dev/%s (%s), ctrl_loss_tmo=%s reconnect_delay=%s",
 		ctrlName, cs[0].State, ns.Name, ns.Dev, ctrlAttr(ctrlName, "ctrl_loss_tmo"), ctrlAttr(ctrlName, "reconnect_delay"))
-	d.say("ext4 mounted at %s", staging)
+	frontDev, err := mountedFrom(staging)
+	if err != nil {
+		return err
+	}
+	d.say("front:  %s (%s), a dm-multipath table with queue_if_no_path over %s", agent.MapperName(id), frontDev, ns.Dev)
+	d.say("ext4 on the front mounted at %s", staging)
 
 	d.step("NodePublishVolume: bind-mount it where the pod would see it")
 	if err := os.MkdirAll(filepath.Dir(target), 0o750); err != nil {
@@ -206,7 +218,7 @@ func (d *demo) run() error {
 		return err
 	}
 
-	d.step(fmt.Sprintf("Cutting the target: the RDS stops serving port %d (PortDown)", port))
+	d.step(fmt.Sprintf("Act 1: a short outage. The RDS stops serving port %d (PortDown) for %v", port, outage))
 	// Starting from what was already narrated, so only changes print.
 	w := &watcher{d: d, id: id, nqn: nqn, kernel: kernelState(nqn)}
 	w.agent, _ = d.loop.Health(id)
@@ -224,10 +236,55 @@ func (d *demo) run() error {
 	if !w.watch(90*time.Second, func() bool { return w.agent.State == heal.StateLive && strings.HasSuffix(w.kernel, " live") }) {
 		return errors.New("the agent did not report the volume live within 90 s of the target's return")
 	}
-	d.say("live again %.1fs after the target returned: the kernel reconnected on its own (ctrl_loss_tmo=-1 never gives up)", time.Since(restored).Seconds())
-	d.say("(a controller the kernel deletes is the agent's to heal: that is the next step)")
+	d.say("live again %.1fs after the target returned: the kernel reconnected on its own, same controller, same namespace", time.Since(restored).Seconds())
 
-	d.step("Reading the file back from the device (page cache dropped)")
+	d.step("Act 2: a controller loss under a running workload")
+	wr := startWriter(target)
+	if err := wr.waitWrites(10, 30*time.Second); err != nil {
+		return err
+	}
+	d.say("a writer creates a file and fsyncs it every 50 ms in %s; %d so far", target, wr.count())
+	cutAt := time.Now()
+	if err := d.exp.PortDown(port); err != nil {
+		return err
+	}
+	d.say("PortDown: this time the target stays away past ctrl_loss_tmo (%ss)", params[volume.KeyCtrlLossTmo])
+	if !w.watch(60*time.Second, func() bool { return w.kernel == "no controller of the subsystem" }) {
+		return errors.New("the kernel did not delete the controller within 60 s")
+	}
+	d.say("the kernel deleted the controller and its namespace %.1fs after the cut; the writer is blocked, not failed: the front queues its I/O (%d writes, %d errors)",
+		time.Since(cutAt).Seconds(), wr.count(), len(wr.errors()))
+	w.watch(lossHold, func() bool { return false })
+
+	d.step("Restoring the target: the agent reconnects and reloads the front onto the new namespace")
+	restored = time.Now()
+	if err := d.exp.PortUp(port); err != nil {
+		return err
+	}
+	if !w.watch(90*time.Second, func() bool { return w.agent.State == heal.StateLive && strings.HasSuffix(w.kernel, " live") }) {
+		return errors.New("the agent did not heal the volume within 90 s of the target's return")
+	}
+	d.say("healed %.1fs after the target returned", time.Since(restored).Seconds())
+	newNS, err := sysTree.ResolveNamespace(nqn, 1)
+	if err != nil {
+		return err
+	}
+	stillFront, err := mountedFrom(staging)
+	if err != nil {
+		return err
+	}
+	d.say("namespace: was /dev/%s (%s), now /dev/%s (%s); the filesystem is still mounted from the front %s", ns.Name, ns.Dev, newNS.Name, newNS.Dev, stillFront)
+	before := wr.count()
+	if err := wr.waitWrites(before+10, 60*time.Second); err != nil {
+		return err
+	}
+	wr.stop()
+	if errs := wr.errors(); len(errs) > 0 {
+		return fmt.Errorf("the writer saw %d I/O errors across the loss, first: %s", len(errs), errs[0])
+	}
+	d.say("the writer went on: %d files, 0 errors, longest write %.1fs (the outage); it never restarted", wr.count(), wr.longestWrite().Seconds())
+
+	d.step("Reading everything back from the device (page cache dropped)")
 	got, err := readBack(file)
 	if err != nil {
 		return err
@@ -235,7 +292,11 @@ func (d *demo) run() error {
 	if got != sum {
 		return fmt.Errorf("%s has sha256 %x, wrote %x", file, got, sum)
 	}
-	d.say("sha256 %x… matches: the data survived the outage", got[:8])
+	d.say("%s: sha256 %x… matches", filepath.Base(file), got[:8])
+	if err := wr.verify(); err != nil {
+		return err
+	}
+	d.say("all %d files of the writer read back intact, those written during the loss included", wr.count())
 
 	d.step("The agent's status table (what `rds-csi-agent status` prints)")
 	rec := httptest.NewRecorder()
@@ -260,7 +321,7 @@ func (d *demo) run() error {
 	}); err != nil {
 		return fmt.Errorf("NodeUnstageVolume: %w", err)
 	}
-	d.say("unstaged: unmounted and disconnected")
+	d.say("unstaged: unmounted, front removed, disconnected")
 	if err := bounded(ctx, func(ctx context.Context) error {
 		_, err := d.ctrl.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id})
 		return err
@@ -332,20 +393,22 @@ func (d *demo) startStack(ctx context.Context) error {
 	if err := nopts.Validate(); err != nil {
 		return err
 	}
-	attacher := &agent.NVMe{
+	nvme := &agent.NVMe{
 		Fabrics: &fabrics.Fabrics{Device: fabrics.DefaultDevice, Sysfs: sysTree},
 		Sysfs:   sysTree,
 		Events:  events,
 		DevDir:  "/dev",
 	}
+	attacher := &agent.Multipath{Paths: nvme, Mapper: agent.KernelMapper{}, SysRoot: "/sys", ProcRoot: "/proc", DevDir: "/dev"}
 	node := agent.New(nopts, attacher, agent.HostMounter{}, nil)
-	// No Links: the target is on loopback, which never goes down, and no
-	// Repairer: healing is the next step, so a lost volume would stay lost.
+	// No Links: the target is on loopback, which never goes down.
 	d.loop, err = heal.New(heal.Config{
 		Sysfs:            sysTree,
 		Events:           events,
 		ManagedNQNPrefix: nopts.ManagedNQNPrefix,
-		Disconnect:       node.OrphanDisconnect(sysTree, attacher.Fabrics.Disconnect),
+		Disconnect:       node.OrphanDisconnect(sysTree, nvme.Fabrics.Disconnect),
+		Repairer:         node,
+		OnTransition:     node.Reconciled,
 	})
 	if err != nil {
 		return err
@@ -589,4 +652,129 @@ func (d *demo) watchKernel() {
 			}
 		}
 	}()
+}
+
+// mountedFrom is the device number the filesystem at dir is mounted from.
+func mountedFrom(dir string) (sysfs.DevT, error) {
+	ms, err := mount.List()
+	if err != nil {
+		return sysfs.DevT{}, err
+	}
+	for _, m := range ms {
+		if m.MountPoint == dir {
+			return sysfs.DevT{Major: m.Dev.Major, Minor: m.Dev.Minor}, nil
+		}
+	}
+	return sysfs.DevT{}, fmt.Errorf("nothing is mounted at %s", dir)
+}
+
+// writer is the second act's workload: one small file after another, each
+// fsynced, as a database commits.
+type writer struct {
+	dir  string
+	quit chan struct{}
+	done chan struct{}
+
+	mu      sync.Mutex
+	n       int
+	errs    []string
+	longest time.Duration
+}
+
+func startWriter(dir string) *writer {
+	w := &writer{dir: dir, quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for i := 0; ; i++ {
+			select {
+			case <-w.quit:
+				return
+			default:
+			}
+			start := time.Now()
+			err := writeSynced(w.path(i), w.content(i))
+			w.mu.Lock()
+			w.n++
+			w.longest = max(w.longest, time.Since(start))
+			if err != nil {
+				w.errs = append(w.errs, err.Error())
+			}
+			w.mu.Unlock()
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	return w
+}
+
+func (w *writer) path(i int) string { return filepath.Join(w.dir, fmt.Sprintf("commit-%06d", i)) }
+
+func (w *writer) content(i int) []byte {
+	return []byte(fmt.Sprintf("commit %06d %s\n", i, strings.Repeat("x", i%113)))
+}
+
+func (w *writer) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.n
+}
+
+func (w *writer) errors() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.errs...)
+}
+
+func (w *writer) longestWrite() time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.longest
+}
+
+func (w *writer) waitWrites(n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for w.count() < n {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the writer made %d writes in %v, want %d", w.count(), timeout, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
+}
+
+func (w *writer) stop() {
+	close(w.quit)
+	<-w.done
+}
+
+// verify reads every file back after dropping the page cache.
+func (w *writer) verify() error {
+	unix.Sync()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0o200); err != nil {
+		return err
+	}
+	for i := range w.count() {
+		got, err := os.ReadFile(w.path(i))
+		if err != nil {
+			return err
+		}
+		if string(got) != string(w.content(i)) {
+			return fmt.Errorf("%s reads %q, the writer wrote %q", w.path(i), got, w.content(i))
+		}
+	}
+	return nil
+}
+
+func writeSynced(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/rds-csi/rds-csi/agent"
 	"github.com/rds-csi/rds-csi/controller"
 	"github.com/rds-csi/rds-csi/controller/routeros"
+	"github.com/rds-csi/rds-csi/kernel/dm"
 	"github.com/rds-csi/rds-csi/kernel/fabrics"
 	"github.com/rds-csi/rds-csi/kernel/sysfs"
 	"github.com/rds-csi/rds-csi/kernel/uevent"
@@ -94,12 +95,7 @@ func newFixture(t *testing.T) *fixture {
 	if err := nopts.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	attacher := &agent.NVMe{
-		Fabrics: &fabrics.Fabrics{Device: fabrics.DefaultDevice, Sysfs: sysTree},
-		Sysfs:   sysTree,
-		Events:  events,
-		DevDir:  "/dev",
-	}
+	attacher, _ := nodeAttacher(events, true)
 	nodeConn := serve(t, "agent", func(srv *grpc.Server) {
 		n := agent.New(nopts, attacher, agent.HostMounter{}, nil)
 		csi.RegisterIdentityServer(srv, n)
@@ -116,10 +112,36 @@ func newFixture(t *testing.T) *fixture {
 // sweep unmounts what is left under the fixture's directory and deletes
 // every controller of a managed subsystem.
 func (f *fixture) sweep() {
+	// A front without a path queues what an unmount flushes: it must fail
+	// instead, or the sweep would wait for a target that is gone.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	fronts := leftoverFronts(f.t)
+	for _, name := range fronts {
+		if err := dm.Message(ctx, name, "fail_if_no_path"); err != nil {
+			f.t.Logf("sweep: %v", err)
+		}
+	}
 	ms := mountsUnder(f.t, f.dir)
 	for i := len(ms) - 1; i >= 0; i-- {
 		if err := unix.Unmount(ms[i], unix.MNT_DETACH); err != nil {
 			f.t.Logf("sweep: unmounting %s: %v", ms[i], err)
+		}
+	}
+	for _, name := range fronts {
+		f.t.Logf("sweep: removing leftover multipath front %s", name)
+		// A workload whose I/O just failed may still hold it for a moment,
+		// as may a lazily unmounted filesystem.
+		for try := 0; ; try++ {
+			err := dm.Remove(ctx, name)
+			if err == nil {
+				break
+			}
+			if try == 30 {
+				f.t.Logf("sweep: %v", err)
+				break
+			}
+			time.Sleep(500 * time.Millisecond)
 		}
 	}
 	cs, err := sysTree.Controllers()
@@ -133,6 +155,40 @@ func (f *fixture) sweep() {
 			_ = sysTree.DeleteController(c.Name)
 		}
 	}
+}
+
+// nodeAttacher wires the attacher as cmd/rds-csi-agent does: NVMe/TCP,
+// behind a multipath front unless front is false (--dm-multipath=false).
+// The NVMe attacher is returned too, for its disconnect.
+func nodeAttacher(events *uevent.Monitor, front bool) (agent.Attacher, *agent.NVMe) {
+	nvme := &agent.NVMe{
+		Fabrics: &fabrics.Fabrics{Device: fabrics.DefaultDevice, Sysfs: sysTree},
+		Sysfs:   sysTree,
+		Events:  events,
+		DevDir:  "/dev",
+	}
+	if !front {
+		return nvme, nvme
+	}
+	return &agent.Multipath{Paths: nvme, Mapper: agent.KernelMapper{}, SysRoot: "/sys", ProcRoot: "/proc", DevDir: "/dev"}, nvme
+}
+
+// leftoverFronts lists the multipath fronts of volumes that exist now, by
+// the names sysfs gives dm devices.
+func leftoverFronts(t *testing.T) []string {
+	dirs, err := filepath.Glob("/sys/block/dm-*/dm/name")
+	if err != nil {
+		t.Logf("listing dm devices: %v", err)
+		return nil
+	}
+	var names []string
+	for _, d := range dirs {
+		b, err := os.ReadFile(d)
+		if name := strings.TrimSpace(string(b)); err == nil && strings.HasPrefix(name, "rds-csi-") {
+			names = append(names, name)
+		}
+	}
+	return names
 }
 
 func serve(t *testing.T, name string, register func(*grpc.Server)) *grpc.ClientConn {

@@ -4,10 +4,13 @@ package guest
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/rds-csi/rds-csi/agent"
 	"github.com/rds-csi/rds-csi/agent/heal"
+	"github.com/rds-csi/rds-csi/kernel/dm"
 	"github.com/rds-csi/rds-csi/volume"
 )
 
@@ -17,11 +20,31 @@ import (
 // the controller state can), hold the workload's I/O rather than fail it,
 // and report the volume live again once the kernel reconnected, counting
 // the reconnect. Nothing is renumbered, nothing is repaired.
+//
+// With fastIoFailTmo set, the kernel fails the held I/O after that many
+// seconds; the multipath front takes the error as a failed path and queues
+// instead, so the workload still sees none. The front's path stays failed
+// after the reconnect unless the agent reinstates it (Node.Reconciled):
+// without that, the write would wait forever.
 func TestHealShortOutage(t *testing.T) {
-	for _, fsType := range []string{"block", "ext4"} {
-		t.Run(fsType, func(t *testing.T) {
+	for _, tc := range []struct {
+		name, fsType string
+		fastIOFail   bool
+	}{
+		{"block", "block", false},
+		{"ext4", "ext4", false},
+		{"block, fastIoFailTmo", "block", true},
+	} {
+		fsType := tc.fsType
+		t.Run(tc.name, func(t *testing.T) {
 			h := newHealFixture(t, healOptions{})
-			v := h.create("heal-outage-"+fsType, fsType, map[string]string{volume.KeyCtrlLossTmo: "-1"})
+			params := map[string]string{volume.KeyCtrlLossTmo: "-1"}
+			name := "heal-outage-" + fsType
+			if tc.fastIOFail {
+				params[volume.KeyFastIOFailTmo] = "1"
+				name = "heal-fastfail-" + fsType
+			}
+			v := h.create(name, fsType, params)
 			h.stageAndPublish(t, v)
 			a := h.agent
 			ctrls := controllersOf(t, v.nqn)
@@ -65,6 +88,14 @@ func TestHealShortOutage(t *testing.T) {
 			path, off := where("during", 4<<20)
 			w := startWrite(path, off, during.data)
 			w.blocked(t, 3*time.Second)
+			if tc.fastIOFail {
+				front := agent.MapperName(v.id)
+				waitFor(t, "the front fails its path", 30*time.Second, func() bool {
+					st, err := dm.Status(ctxFor(t, 10*time.Second), front)
+					return err == nil && len(st) == 1 && strings.Contains(st[0], " "+dev.String()+" F ")
+				})
+				t.Logf("the kernel failed the held I/O after fast_io_fail_tmo; the front %s failed its path and queues", front)
+			}
 
 			must(t, "PortUp", h.exp.PortUp(portOf(t, v)))
 			a.waitState(t, v, healDeadline, heal.StateLive)

@@ -26,7 +26,6 @@ import (
 
 	"github.com/rds-csi/rds-csi/agent"
 	"github.com/rds-csi/rds-csi/agent/heal"
-	"github.com/rds-csi/rds-csi/kernel/fabrics"
 	"github.com/rds-csi/rds-csi/kernel/sysfs"
 	"github.com/rds-csi/rds-csi/kernel/uevent"
 	"github.com/rds-csi/rds-csi/rpc"
@@ -54,6 +53,9 @@ type healOptions struct {
 	// noRepair leaves the Repairer out: lost volumes stay lost. It exists
 	// to prove that the scenarios fail when healing does not happen.
 	noRepair bool
+	// noFront runs the agent with --dm-multipath=false: consumers get the
+	// namespace itself.
+	noFront bool
 }
 
 // healFixture is a fixture whose node agent is wired as cmd/rds-csi-agent
@@ -124,12 +126,7 @@ func (h *healFixture) startAgent() *healAgent {
 		cancel()
 		t.Fatal(err)
 	}
-	attacher := &agent.NVMe{
-		Fabrics: &fabrics.Fabrics{Device: fabrics.DefaultDevice, Sysfs: sysTree},
-		Sysfs:   sysTree,
-		Events:  events,
-		DevDir:  "/dev",
-	}
+	attacher, nvme := nodeAttacher(events, !h.opts.noFront)
 	a := &healAgent{t: t, reg: rpc.NewRegistry()}
 	a.node = agent.New(nopts, attacher, agent.HostMounter{}, agent.NewMetrics(a.reg))
 	cfg := heal.Config{
@@ -139,9 +136,12 @@ func (h *healFixture) startAgent() *healAgent {
 		ScanInterval:     healScanInterval,
 		OrphanGrace:      healOrphanGrace,
 		Links:            heal.NetlinkLinks{},
-		Disconnect:       a.node.OrphanDisconnect(sysTree, attacher.Fabrics.Disconnect),
+		Disconnect:       a.node.OrphanDisconnect(sysTree, nvme.Fabrics.Disconnect),
 		Metrics:          heal.NewMetrics(a.reg),
-		OnTransition:     a.record,
+		OnTransition: func(hl heal.Health, from heal.State) {
+			a.record(hl, from)
+			a.node.Reconciled(hl, from)
+		},
 	}
 	if !h.opts.noRepair {
 		a.repairer = &waitedRepairer{next: a.node}
