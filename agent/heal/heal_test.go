@@ -514,3 +514,23 @@ func TestAControllerAnsweringENODEVIsGoneNotAScanError(t *testing.T) {
 		})
 	}
 }
+
+// The same holds for a repair: it returns once its new controller and
+// device exist, which can be before the loop handled their uevents. The
+// outcome is judged from sysfs, or a successful repair would read failed.
+func TestARepairJudgedBeforeTheLoopSawItsNewControllerIsLive(t *testing.T) {
+	h := liveVolume(t, nil)
+	h.repairer.fn = func(context.Context, Volume) error {
+		h.addController("nvme1", nqnA)
+		h.addNamespace("nvme1", "259:1")
+		return nil
+	}
+	sysfstest.RemoveController(t, h.root, "nvme0", sysfstest.RemoveAll)
+	h.loop.handleEvent(ctrlEvent("remove", "nvme0", nil))
+	h.runInbox()
+	got := h.wantState("pvc-a", StateLive)
+	if got.Controller != "nvme1" || got.Device != "259:1" {
+		t.Errorf("health %+v, want live on nvme1 with device 259:1", got)
+	}
+	h.wantMetric("rds_node_heal_actions_total", map[string]string{"kind": KindRepair, "result": "ok"}, 1)
+}

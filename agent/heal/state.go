@@ -40,6 +40,9 @@ type volume struct {
 	resolveErr error // the namespace could not be resolved: facts unknown
 	// notLiveSince is when the volume last left live; zero while live.
 	notLiveSince time.Time
+	// lostAt is when the volume was lost since it was last live; zero if
+	// it was not.
+	lostAt       time.Time
 	repairCancel context.CancelFunc
 	// stuck is set when a repair reported that consumers hold a device the
 	// volume no longer has (ErrConsumersStuck): the kernel being live again
@@ -459,6 +462,13 @@ func (l *Loop) transition(v *volume, next State, cause string) {
 	case from == StateLive:
 		v.notLiveSince = now
 	}
+	if next == StateLost && v.lostAt.IsZero() {
+		v.lostAt = now
+	}
+	lostAt := v.lostAt
+	if next == StateLive {
+		v.lostAt = time.Time{}
+	}
 	v.health.State, v.health.Since = next, now
 	if cause != "" {
 		v.health.LastCause = cause
@@ -467,8 +477,8 @@ func (l *Loop) transition(v *volume, next State, cause string) {
 	klog.InfoS("Volume health changed", "volume", v.VolumeID, "nqn", v.NQN, "from", from, "to", next,
 		"cause", cause, "controller", v.health.Controller, "device", v.health.Device)
 	l.publish(v.Volume, v.health)
-	if l.cfg.OnTransition != nil {
-		l.cfg.OnTransition(v.health, from)
+	if l.cfg.Notifier != nil {
+		l.cfg.Notifier.Notify(Transition{Volume: v.Volume, From: from, Health: v.health, LostAt: lostAt, Stuck: next == StateFailed && v.stuck})
 	}
 }
 
@@ -505,7 +515,9 @@ func (l *Loop) repaired(v *volume, err error, took time.Duration) {
 		l.transition(v, StateFailed, "repair failed: "+err.Error())
 		return
 	}
-	// Trust the kernel, not the hook: re-read what the repair changed.
+	// Trust the kernel, not the hook: re-read what the repair changed,
+	// whose uevents the loop may not have handled yet.
+	l.rereadControllersOf(v.NQN)
 	l.resolve(v)
 	next, cause, ctrl := l.derive(v)
 	if ctrl != "" {
