@@ -520,13 +520,13 @@ func TestAVolumeLiveAgainAfterAReconnectGetsItsFailedFrontPathBack(t *testing.T)
 	f.mapper.front(f.name).failed = true
 
 	// A transition that is not a reconnect ending changes nothing.
-	n.Reconciled(heal.Health{VolumeID: f.target.VolumeID, State: heal.StateLive}, heal.StateUnknown)
-	n.Reconciled(heal.Health{VolumeID: f.target.VolumeID, State: heal.StateReconnecting}, heal.StateLive)
+	n.Notify(heal.Transition{Health: heal.Health{VolumeID: f.target.VolumeID, State: heal.StateLive}, From: heal.StateUnknown})
+	n.Notify(heal.Transition{Health: heal.Health{VolumeID: f.target.VolumeID, State: heal.StateReconnecting}, From: heal.StateLive})
 	time.Sleep(100 * time.Millisecond)
 	if c := f.calls(); len(c) != 0 {
 		t.Fatalf("device-mapper calls %v on transitions that are not a reconnect ending", c)
 	}
-	n.Reconciled(heal.Health{VolumeID: f.target.VolumeID, State: heal.StateLive}, heal.StateReconnecting)
+	n.Notify(heal.Transition{Health: heal.Health{VolumeID: f.target.VolumeID, State: heal.StateLive}, From: heal.StateReconnecting})
 	deadline := time.Now().Add(10 * time.Second)
 	for f.mapper.pathFailed(f.name) {
 		if time.Now().After(deadline) {

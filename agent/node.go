@@ -129,7 +129,7 @@ func (n *Node) stage(ctx context.Context, id, staging string, vc *csi.VolumeCapa
 	n.metrics.observeAttach(time.Since(start).Seconds())
 	klog.V(2).InfoS("Volume attached", "volumeID", id, "device", dev.Path, "dev", dev.Dev, "duration", time.Since(start))
 
-	rec := record{VolumeID: id, NQN: c.NQN, Address: c.Address, Port: c.Port, Connect: c.Connect, NSID: t.NSID, Device: dev.Dev.String(), Block: vc.GetBlock() != nil, StagingPath: staging}
+	rec := record{VolumeID: id, NQN: c.NQN, Address: c.Address, Port: c.Port, Connect: c.Connect, NSID: t.NSID, Device: dev.Dev.String(), Block: vc.GetBlock() != nil, StagingPath: staging, PVCNamespace: c.PVCNamespace, PVCName: c.PVCName}
 	if dev.Mapped {
 		rec.Namespace = dev.Backing.String()
 	}
@@ -145,7 +145,7 @@ func (n *Node) stage(ctx context.Context, id, staging string, vc *csi.VolumeCapa
 		return fmt.Errorf("saving the volume record: %w", err)
 	}
 	n.rememberStaging(id, staging)
-	if err := n.tracker.Track(heal.Volume{VolumeID: id, NQN: c.NQN, NSID: t.NSID, Device: rec.namespace()}); err != nil {
+	if err := n.tracker.Track(rec.healVolume()); err != nil {
 		return fmt.Errorf("tracking volume %s: %w", id, err)
 	}
 	if rec.Block {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/rds-csi/rds-csi/agent/heal"
 	"github.com/rds-csi/rds-csi/volume"
 )
 
@@ -32,6 +33,16 @@ type record struct {
 	FSType      string   `json:"fsType,omitempty"`
 	StagingPath string   `json:"stagingPath"`
 	Targets     []string `json:"targets,omitempty"`
+	// PVCNamespace and PVCName name the volume's claim (from its volume
+	// context), so that Events reach it after an agent restart too.
+	PVCNamespace string `json:"pvcNamespace,omitempty"`
+	PVCName      string `json:"pvcName,omitempty"`
+}
+
+// healVolume is what the health model tracks of the staged volume: the
+// namespace, below the front if there is one.
+func (r record) healVolume() heal.Volume {
+	return heal.Volume{VolumeID: r.VolumeID, NQN: r.NQN, NSID: r.NSID, Device: r.namespace(), PVCNamespace: r.PVCNamespace, PVCName: r.PVCName}
 }
 
 // recordPath is the record's file: in the staging path's parent directory,

@@ -138,15 +138,16 @@ func (n *Node) acquireWait(ctx context.Context, id string) (func(), error) {
 // reconcileTimeout bounds the check of a volume's front after a reconnect.
 const reconcileTimeout = time.Minute
 
-// Reconciled is told of the health model's transitions (heal.Config's
-// OnTransition, on the loop's goroutine, so it only starts work). When a
+// Notify is told of the health model's transitions (a heal.Notifier, on
+// the loop's goroutine, so it only starts work). When a
 // volume is live again after its controller reconnected by itself, the
 // front over it may have failed its path meanwhile (I/O that erred while
 // the controller was down, with fastIoFailTmo set): without a reload it
 // would queue forever. The check runs on its own goroutine, after any CSI
 // call or repair of the volume.
-func (n *Node) Reconciled(h heal.Health, from heal.State) {
-	if h.State != heal.StateLive || from != heal.StateReconnecting {
+func (n *Node) Notify(tr heal.Transition) {
+	h := tr.Health
+	if h.State != heal.StateLive || tr.From != heal.StateReconnecting {
 		return
 	}
 	if _, ok := n.attacher.(queueStopper); !ok {

@@ -6,8 +6,6 @@ import (
 	"path/filepath"
 
 	"k8s.io/klog/v2"
-
-	"github.com/rds-csi/rds-csi/agent/heal"
 )
 
 // recordGlob finds the records under the kubelet directory: filesystem
@@ -50,7 +48,7 @@ func (n *Node) Resume(kubeletDir string) ([]StagedVolume, error) {
 			continue
 		}
 		n.rememberStaging(rec.VolumeID, rec.StagingPath)
-		if err := n.tracker.Track(heal.Volume{VolumeID: rec.VolumeID, NQN: rec.NQN, NSID: rec.NSID, Device: rec.namespace()}); err != nil {
+		if err := n.tracker.Track(rec.healVolume()); err != nil {
 			klog.ErrorS(err, "Cannot track a resumed volume", "volumeID", rec.VolumeID)
 		}
 		vols = append(vols, StagedVolume{VolumeID: rec.VolumeID, NQN: rec.NQN, StagingPath: rec.StagingPath, NSID: rec.NSID, Block: rec.Block})

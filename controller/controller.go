@@ -89,6 +89,8 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 		Connect:          params.connect,
 		MigrationTimeout: params.migrationTimeout,
 		CreatedBlank:     true,
+		PVCNamespace:     params.pvcNamespace,
+		PVCName:          params.pvcName,
 	}
 	klog.InfoS("Volume created", "name", req.GetName(), "volumeID", slot, "bytes", disk.Size)
 	return &csi.CreateVolumeResponse{Volume: &csi.Volume{

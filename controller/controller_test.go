@@ -68,7 +68,9 @@ func TestCreateVolumeKeepsExactBytesAndCarriesTheNodeContext(t *testing.T) {
 	d, rds := newDriver(t, rdssim.Config{})
 	ctx := context.Background()
 	// 1.5 GiB: the earlier driver's unit rounding turned this into 1G.
-	resp, err := d.CreateVolume(ctx, createReq("pvc-exact", 3*gib/2, map[string]string{volume.KeyCtrlLossTmo: "600", volume.KeyMigrationTimeout: "90"}))
+	resp, err := d.CreateVolume(ctx, createReq("pvc-exact", 3*gib/2, map[string]string{volume.KeyCtrlLossTmo: "600", volume.KeyMigrationTimeout: "90",
+		// What the csi-provisioner adds with --extra-create-metadata.
+		ParamPVCNamespace: "team-a", ParamPVCName: "data", "csi.storage.k8s.io/pv/name": "pvc-exact"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,9 +93,24 @@ func TestCreateVolumeKeepsExactBytesAndCarriesTheNodeContext(t *testing.T) {
 		NQN: "nqn.2000-02.com.mikrotik:pvc-exact", Address: "10.0.0.5", Port: 4420,
 		Connect:          volume.ConnectOptions{CtrlLossTmo: 600, ReconnectDelay: 5, KeepAliveTmo: 5, FastIOFailTmo: -1},
 		MigrationTimeout: 90 * time.Second, CreatedBlank: true,
+		PVCNamespace: "team-a", PVCName: "data",
 	}
 	if vctx != want {
 		t.Fatalf("volume context %+v, want %+v", vctx, want)
+	}
+}
+
+func TestCreateVolumeWithoutExtraMetadataCarriesNoPVC(t *testing.T) {
+	d, _ := newDriver(t, rdssim.Config{})
+	resp, err := d.CreateVolume(context.Background(), createReq("pvc-anonymous", gib, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	attrs := resp.GetVolume().GetVolumeContext()
+	for _, k := range []string{volume.KeyPVCNamespace, volume.KeyPVCName} {
+		if _, ok := attrs[k]; ok {
+			t.Errorf("volume context has %s without the provisioner's metadata: %v", k, attrs)
+		}
 	}
 }
 
@@ -174,6 +191,9 @@ func TestCreateVolumeRefusesBadParametersNamingThem(t *testing.T) {
 		{map[string]string{ParamBasePath: `/storage-pool/x" ; /system reboot ; "`}, ParamBasePath},
 		{map[string]string{ParamBasePath: "/storage-pool/$(x)"}, ParamBasePath},
 		{map[string]string{ParamBasePath: "/storage-pool/../etc"}, ParamBasePath},
+		{map[string]string{ParamPVCNamespace: "team-a", ParamPVCName: "Data"}, ParamPVCName},
+		{map[string]string{ParamPVCNamespace: "team_a", ParamPVCName: "data"}, ParamPVCNamespace},
+		{map[string]string{ParamPVCName: "data"}, ParamPVCNamespace},
 	}
 	before := len(rds.Sim.Commands())
 	for _, tt := range tests {
@@ -184,7 +204,7 @@ func TestCreateVolumeRefusesBadParametersNamingThem(t *testing.T) {
 		t.Fatalf("invalid requests reached RouterOS: %q", sent)
 	}
 	// The provisioner's own keys are not ours to refuse.
-	if _, err := d.CreateVolume(context.Background(), createReq("pvc-params", gib, map[string]string{"csi.storage.k8s.io/pvc/name": "data", "csi.storage.k8s.io/fstype": "xfs"})); err != nil {
+	if _, err := d.CreateVolume(context.Background(), createReq("pvc-params", gib, map[string]string{ParamPVCName: "data", ParamPVCNamespace: "default", "csi.storage.k8s.io/pv/name": "pvc-params", "csi.storage.k8s.io/fstype": "xfs"})); err != nil {
 		t.Fatal(err)
 	}
 }

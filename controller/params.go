@@ -23,6 +23,14 @@ const (
 // themselves (fstype, the PVC and PV names of --extra-create-metadata).
 const reservedPrefix = "csi.storage.k8s.io/"
 
+// The claim a volume is created for, which the csi-provisioner passes when
+// run with --extra-create-metadata. The controller carries it to the node in
+// the volume context, so that Events land on the PVC.
+const (
+	ParamPVCName      = reservedPrefix + "pvc/name"
+	ParamPVCNamespace = reservedPrefix + "pvc/namespace"
+)
+
 // classParams is a parsed, validated StorageClass parameter set.
 type classParams struct {
 	basePath         string
@@ -30,6 +38,8 @@ type classParams struct {
 	port             int
 	connect          volume.ConnectOptions
 	migrationTimeout time.Duration
+	// pvcNamespace and pvcName are empty without --extra-create-metadata.
+	pvcNamespace, pvcName string
 }
 
 // parseParams validates StorageClass parameters. Unknown names are refused so
@@ -41,6 +51,8 @@ func (d *Driver) parseParams(params map[string]string) (classParams, error) {
 		port:             d.opts.NVMePort,
 		connect:          volume.DefaultConnectOptions(),
 		migrationTimeout: volume.DefaultMigrationTimeout,
+		pvcNamespace:     params[ParamPVCNamespace],
+		pvcName:          params[ParamPVCName],
 	}
 	var unknown []string
 	for k, v := range params {
@@ -84,6 +96,9 @@ func (d *Driver) parseParams(params map[string]string) (classParams, error) {
 	}
 	if p.address == "" {
 		return p, fmt.Errorf("parameter %s is required (no default NVMe address is configured)", ParamNVMeAddress)
+	}
+	if err := volume.ValidatePVC(p.pvcNamespace, p.pvcName); err != nil {
+		return p, fmt.Errorf("parameters %s and %s: %w", ParamPVCNamespace, ParamPVCName, err)
 	}
 	return p, nil
 }

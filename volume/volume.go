@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // MaxSlotLen is the longest slot name RouterOS 7.24 accepts for a new disk.
@@ -77,6 +79,12 @@ const (
 	// formats only volumes that carry it (and then only after reading the
 	// device and finding no signature).
 	KeyCreatedBlank = "createdBlank"
+	// KeyPVCNamespace and KeyPVCName name the claim the volume was created
+	// for (the csi-provisioner passes them with --extra-create-metadata), so
+	// that the node can record Events on it. Volumes created without them
+	// carry neither, and get no Events.
+	KeyPVCNamespace = "pvcNamespace"
+	KeyPVCName      = "pvcName"
 )
 
 // ConnectOptions are the NVMe-oF fabrics tunables for a volume, in seconds.
@@ -110,6 +118,8 @@ type Context struct {
 	Connect          ConnectOptions
 	MigrationTimeout time.Duration
 	CreatedBlank     bool
+	// PVCNamespace and PVCName are both set or both empty (unknown).
+	PVCNamespace, PVCName string
 }
 
 // Map renders c as volume context attributes.
@@ -127,6 +137,9 @@ func (c Context) Map() map[string]string {
 	if c.CreatedBlank {
 		m[KeyCreatedBlank] = "true"
 	}
+	if c.PVCName != "" {
+		m[KeyPVCNamespace], m[KeyPVCName] = c.PVCNamespace, c.PVCName
+	}
 	return m
 }
 
@@ -139,6 +152,8 @@ func ParseContext(m map[string]string) (Context, error) {
 		Connect:          DefaultConnectOptions(),
 		MigrationTimeout: DefaultMigrationTimeout,
 		CreatedBlank:     m[KeyCreatedBlank] == "true",
+		PVCNamespace:     m[KeyPVCNamespace],
+		PVCName:          m[KeyPVCName],
 	}
 	if c.NQN == "" {
 		return Context{}, fmt.Errorf("volume context: %s is missing", KeyNQN)
@@ -159,7 +174,29 @@ func ParseContext(m map[string]string) (Context, error) {
 			return Context{}, fmt.Errorf("volume context: %s: %w", KeyMigrationTimeout, err)
 		}
 	}
+	if err := ValidatePVC(c.PVCNamespace, c.PVCName); err != nil {
+		return Context{}, fmt.Errorf("volume context: %s and %s: %w", KeyPVCNamespace, KeyPVCName, err)
+	}
 	return c, nil
+}
+
+// ValidatePVC checks a claim's namespace (a DNS-1123 label) and name (a
+// DNS-1123 subdomain), as Kubernetes does. Both empty is valid: the claim is
+// unknown. One without the other is not.
+func ValidatePVC(namespace, name string) error {
+	switch {
+	case namespace == "" && name == "":
+		return nil
+	case namespace == "" || name == "":
+		return fmt.Errorf("PVC namespace %q and name %q: both or neither are needed", namespace, name)
+	}
+	if errs := validation.IsDNS1123Label(namespace); len(errs) > 0 {
+		return fmt.Errorf("PVC namespace %q: %s", namespace, strings.Join(errs, "; "))
+	}
+	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+		return fmt.Errorf("PVC name %q: %s", name, strings.Join(errs, "; "))
+	}
+	return nil
 }
 
 // Set overrides the options present in m (StorageClass parameters or a

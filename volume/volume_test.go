@@ -60,6 +60,8 @@ func TestContextRoundTrips(t *testing.T) {
 		Connect:          ConnectOptions{CtrlLossTmo: -1, ReconnectDelay: 2, KeepAliveTmo: 7, FastIOFailTmo: 30},
 		MigrationTimeout: 600 * time.Second,
 		CreatedBlank:     true,
+		PVCNamespace:     "team-a",
+		PVCName:          "data.db-0",
 	}
 	out, err := ParseContext(in.Map())
 	if err != nil {
@@ -87,7 +89,8 @@ func TestContextWithoutBlankMarkerIsNotBlank(t *testing.T) {
 }
 
 func TestParseContextRejectsBadValuesNamingTheKey(t *testing.T) {
-	base := Context{NQN: "nqn.2000-02.com.mikrotik:x", Address: "a", Port: 4420, Connect: DefaultConnectOptions(), MigrationTimeout: DefaultMigrationTimeout}.Map()
+	base := Context{NQN: "nqn.2000-02.com.mikrotik:x", Address: "a", Port: 4420, Connect: DefaultConnectOptions(), MigrationTimeout: DefaultMigrationTimeout,
+		PVCNamespace: "team-a", PVCName: "data"}.Map()
 	tests := []struct {
 		key, value string
 	}{
@@ -101,6 +104,12 @@ func TestParseContextRejectsBadValuesNamingTheKey(t *testing.T) {
 		{KeyMigrationTimeout, "ten"},
 		{KeyNQN, ""},
 		{KeyAddress, ""},
+		// The PVC keys come as a pair of valid Kubernetes names.
+		{KeyPVCName, "Data"},
+		{KeyPVCName, strings.Repeat("a", 254)},
+		{KeyPVCNamespace, "team_a"},
+		{KeyPVCNamespace, strings.Repeat("a", 64)},
+		{KeyPVCNamespace, ""},
 	}
 	for _, tt := range tests {
 		m := map[string]string{}
@@ -111,6 +120,49 @@ func TestParseContextRejectsBadValuesNamingTheKey(t *testing.T) {
 		_, err := ParseContext(m)
 		if err == nil || !strings.Contains(err.Error(), tt.key) {
 			t.Errorf("%s=%q: error %v, want one naming %s", tt.key, tt.value, err, tt.key)
+		}
+	}
+}
+
+func TestAContextWithoutAPVCHasNoneAndCarriesNoKeys(t *testing.T) {
+	c := Context{NQN: "nqn.2000-02.com.mikrotik:x", Address: "a", Port: 1, Connect: DefaultConnectOptions(), MigrationTimeout: DefaultMigrationTimeout}
+	m := c.Map()
+	for _, k := range []string{KeyPVCNamespace, KeyPVCName} {
+		if _, ok := m[k]; ok {
+			t.Errorf("key %s present for a volume without a PVC: %v", k, m)
+		}
+	}
+	got, err := ParseContext(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.PVCNamespace != "" || got.PVCName != "" {
+		t.Fatalf("PVC %s/%s from a context without one", got.PVCNamespace, got.PVCName)
+	}
+}
+
+func TestValidatePVC(t *testing.T) {
+	tests := []struct {
+		namespace, name string
+		ok              bool
+	}{
+		{"", "", true},
+		{"default", "data", true},
+		{"kube-system", "www-web-0", true},
+		{"a", "data.v2", true},
+		{strings.Repeat("n", 63), strings.Repeat("p", 253), true},
+		{"default", "", false},
+		{"", "data", false},
+		{"Default", "data", false},
+		{"team.a", "data", false}, // a namespace is a label: no dots
+		{"default", "-data", false},
+		{"default", "data/../x", false},
+		{"default", "da ta", false},
+	}
+	for _, tt := range tests {
+		err := ValidatePVC(tt.namespace, tt.name)
+		if (err == nil) != tt.ok {
+			t.Errorf("ValidatePVC(%q, %q) = %v, want ok %v", tt.namespace, tt.name, err, tt.ok)
 		}
 	}
 }

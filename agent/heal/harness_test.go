@@ -77,6 +77,7 @@ type harness struct {
 	loop        *Loop
 	repairer    *fakeRepairer
 	disconnects chan string
+	faults      *sysfstest.Faults
 }
 
 // newHarness builds a loop over an empty fake sysfs. The loop is driven
@@ -91,9 +92,10 @@ func newHarness(t *testing.T, configure func(*Config)) *harness {
 		sub:         &fakeSub{events: make(chan uevent.Event, 64), lost: make(chan struct{}, 1)},
 		repairer:    &fakeRepairer{},
 		disconnects: make(chan string, 16),
+		faults:      &sysfstest.Faults{},
 	}
 	cfg := Config{
-		Sysfs:            sysfs.Tree{Root: h.root},
+		Sysfs:            sysfs.Tree{Root: h.root, ReadFile: h.faults.ReadFile},
 		ManagedNQNPrefix: prefix,
 		OrphanGrace:      2 * time.Minute,
 		Metrics:          NewMetrics(h.reg),

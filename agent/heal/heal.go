@@ -78,6 +78,9 @@ type Volume struct {
 	// Device is the major:minor recorded at stage time, if known. With it a
 	// renumbering that happened while the agent was down is still noticed.
 	Device string
+	// PVCNamespace and PVCName name the claim the volume was created for,
+	// if known, for the Notifier (Events go on the PVC).
+	PVCNamespace, PVCName string
 }
 
 // Repairer brings a lost volume back (reconnect, repoint consumers). The loop
@@ -91,6 +94,28 @@ var ErrConsumersStuck = errors.New("consumers still hold the volume's old device
 
 type Repairer interface {
 	Repair(ctx context.Context, v Volume, h Health) error
+}
+
+// Notifier is told of every state change of a tracked volume, in order, on
+// the loop's goroutine: Notify must return at once and hand anything slow
+// (an API call) to a bounded queue of its own, as kube.Recorder does.
+type Notifier interface {
+	Notify(t Transition)
+}
+
+// Transition is one state change of a tracked volume.
+type Transition struct {
+	Volume Volume
+	From   State
+	// Health is the volume's health after the change; Health.Since is when
+	// it changed.
+	Health Health
+	// LostAt is when the volume was lost, if it was since it was last live
+	// (zero otherwise): a change to live with LostAt set ends a heal.
+	LostAt time.Time
+	// Stuck is set on a change to failed when consumers still hold the
+	// volume's old device (ErrConsumersStuck): only staging it again helps.
+	Stuck bool
 }
 
 // Config configures a Loop.
@@ -113,11 +138,11 @@ type Config struct {
 	// is called only for orphans under ManagedNQNPrefix; nil disables
 	// orphan removal.
 	Disconnect func(ctx context.Context, controller string) error
-	// OnTransition is told of every state change, on the loop's goroutine,
-	// so it must not block (the node service turns it into Events).
-	OnTransition func(h Health, from State)
-	Metrics      *Metrics
-	Clock        func() time.Time
+	// Notifier is told of every state change (the agent turns some into
+	// Kubernetes Events); nil tells no one.
+	Notifier Notifier
+	Metrics  *Metrics
+	Clock    func() time.Time
 }
 
 const (
@@ -376,5 +401,18 @@ func (l *Loop) toLoop(fn func()) {
 	select {
 	case l.inbox <- fn:
 	case <-l.stopped:
+	}
+}
+
+// Notifiers tells each of its notifiers of every transition, in order;
+// nil ones are skipped.
+type Notifiers []Notifier
+
+// Notify implements Notifier.
+func (ns Notifiers) Notify(t Transition) {
+	for _, n := range ns {
+		if n != nil {
+			n.Notify(t)
+		}
 	}
 }

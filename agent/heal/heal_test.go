@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -446,4 +447,90 @@ func TestCtrlLossTmoReadBackMayBeRoundedUpButNotDown(t *testing.T) {
 			}
 		})
 	}
+}
+
+// NodeStage tracks a volume as soon as its device is there, which can be
+// before the loop has handled the uevents of the controller the stage just
+// made: the volume must be judged from sysfs, not from the loop's stale
+// table, or it would be taken for lost and needlessly repaired.
+func TestAVolumeTrackedBeforeTheLoopSawItsNewControllerIsNotLost(t *testing.T) {
+	tests := []struct {
+		name  string
+		state string
+		want  State
+	}{
+		{"a live controller", "live", StateLive},
+		{"a controller still connecting", "connecting", StateReconnecting},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, nil)
+			h.loop.begin()
+			sysfstest.AddController(t, h.root, sysfstest.Controller{Name: "nvme0", SubsysNQN: nqnA, State: tc.state})
+			if tc.state == "live" {
+				h.addNamespace("nvme0", "259:0")
+			}
+			h.track(volA)
+			h.wantState("pvc-a", tc.want)
+
+			// The stage's uevents reach the loop late.
+			h.loop.handleEvent(ctrlEvent("add", "nvme0", nil))
+			if tc.state == "live" {
+				h.loop.handleEvent(ctrlEvent("change", "nvme0", connected))
+				h.loop.handleEvent(blockEvent("add", "nvme0n1", "259", "0"))
+			}
+			h.wantState("pvc-a", tc.want)
+			if n := h.repairer.calls.Load(); n != 0 {
+				t.Errorf("repair called %d times for a volume that was never lost", n)
+			}
+			h.wantMetric("rds_node_controller_losses_total", map[string]string{"volume": "pvc-a"}, 0)
+			// The first connect is not a reconnect, however late its event.
+			h.wantMetric("rds_node_reconnects_total", map[string]string{"volume": "pvc-a"}, 0)
+		})
+	}
+}
+
+// The kernel answers ENODEV for the attributes of a controller it is
+// deleting. Whichever path reads them first, that is the controller going,
+// not an unreadable sysfs: the volume is lost (and repaired), never unknown.
+func TestAControllerAnsweringENODEVIsGoneNotAScanError(t *testing.T) {
+	tests := []struct {
+		name string
+		step func(h *harness)
+	}{
+		{"the state scan", func(h *harness) { h.loop.scan() }},
+		{"a full rescan after lost uevents", func(h *harness) { h.loop.rescan() }},
+		{"the controller's change event", func(h *harness) { h.loop.handleEvent(ctrlEvent("change", "nvme0", nil)) }},
+		{"the disk's remove event", func(h *harness) { h.loop.handleEvent(blockEvent("remove", "nvme0n1", "259", "0")) }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := liveVolume(t, func(c *Config) { c.Repairer = nil })
+			h.faults.Fail(t, h.root, "class/nvme/nvme0", syscall.ENODEV)
+			tc.step(h)
+			h.wantState("pvc-a", StateLost)
+			h.wantMetric("rds_node_scan_errors_total", nil, 0)
+			h.wantMetric("rds_node_controller_losses_total", map[string]string{"volume": "pvc-a"}, 1)
+		})
+	}
+}
+
+// The same holds for a repair: it returns once its new controller and
+// device exist, which can be before the loop handled their uevents. The
+// outcome is judged from sysfs, or a successful repair would read failed.
+func TestARepairJudgedBeforeTheLoopSawItsNewControllerIsLive(t *testing.T) {
+	h := liveVolume(t, nil)
+	h.repairer.fn = func(context.Context, Volume) error {
+		h.addController("nvme1", nqnA)
+		h.addNamespace("nvme1", "259:1")
+		return nil
+	}
+	sysfstest.RemoveController(t, h.root, "nvme0", sysfstest.RemoveAll)
+	h.loop.handleEvent(ctrlEvent("remove", "nvme0", nil))
+	h.runInbox()
+	got := h.wantState("pvc-a", StateLive)
+	if got.Controller != "nvme1" || got.Device != "259:1" {
+		t.Errorf("health %+v, want live on nvme1 with device 259:1", got)
+	}
+	h.wantMetric("rds_node_heal_actions_total", map[string]string{"kind": KindRepair, "result": "ok"}, 1)
 }

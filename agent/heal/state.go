@@ -40,6 +40,9 @@ type volume struct {
 	resolveErr error // the namespace could not be resolved: facts unknown
 	// notLiveSince is when the volume last left live; zero while live.
 	notLiveSince time.Time
+	// lostAt is when the volume was lost since it was last live; zero if
+	// it was not.
+	lostAt       time.Time
 	repairCancel context.CancelFunc
 	// stuck is set when a repair reported that consumers hold a device the
 	// volume no longer has (ErrConsumersStuck): the kernel being live again
@@ -109,22 +112,33 @@ func (l *Loop) readController(name string, connected bool) {
 		l.scanFailed(err, "controller", name)
 		return
 	}
-	ctrl := l.ctrls[name]
+	if l.upsert(c, connected) {
+		l.refreshNQN(c.SubsysNQN, true)
+	}
+}
+
+// upsert records what sysfs shows of one controller in the table, adding it
+// if it is new and managed; it reports whether the controller is managed.
+// A controller found before its uevents arrived is observed as if it had
+// just appeared, so that its pending NVME_EVENT=connected is not counted as
+// a reconnect.
+func (l *Loop) upsert(c sysfs.Controller, connected bool) bool {
+	ctrl := l.ctrls[c.Name]
 	if ctrl != nil && ctrl.nqn != c.SubsysNQN {
 		// The instance number was reused for another subsystem.
-		l.dropController(name, "controller "+name+" replaced")
+		l.dropController(c.Name, "controller "+c.Name+" replaced")
 		ctrl = nil
 	}
 	if !l.managed(c) {
-		return
+		return false
 	}
 	if ctrl == nil {
-		ctrl = &controller{name: name, nqn: c.SubsysNQN}
-		l.ctrls[name] = ctrl
-		klog.V(2).InfoS("Managed controller appeared", "controller", name, "nqn", c.SubsysNQN, "state", c.State)
+		ctrl = &controller{name: c.Name, nqn: c.SubsysNQN}
+		l.ctrls[c.Name] = ctrl
+		klog.V(2).InfoS("Managed controller appeared", "controller", c.Name, "nqn", c.SubsysNQN, "state", c.State)
 	}
 	l.observe(ctrl, c.State, connected)
-	l.refreshNQN(c.SubsysNQN, true)
+	return true
 }
 
 // observe feeds one fact about a controller's state into its state machine
@@ -198,25 +212,36 @@ func (l *Loop) blockChanged(action, major, minor string) {
 	}
 }
 
-// rereadControllersOf refreshes the states of one subsystem's controllers.
-// The kernel removes a deleted controller's disks before the controller
-// itself, so on a disk's remove event the table may still say live; without
-// this the volume would be blamed on a missing namespace instead.
+// rereadControllersOf makes the table agree with sysfs about one
+// subsystem's controllers: their states, ones that vanished, and ones whose
+// uevents the loop has not handled yet. It runs when a volume is tracked
+// (NodeStage returns after the kernel made the controller, which may be
+// before the loop saw its uevent: the volume must not be judged lost for
+// that) and on a disk's remove event (the kernel removes a deleted
+// controller's disks before the controller itself, so the table may still
+// say live, and the volume would be blamed on a missing namespace). If the
+// subsystem cannot be read, the table cannot be trusted: every volume reads
+// unknown until the next scan rebuilds it, as after a failed rescan.
 func (l *Loop) rereadControllersOf(nqn string) {
-	for _, name := range l.sortedControllerNames() {
-		c := l.ctrls[name]
-		if c.nqn != nqn {
-			continue
+	if l.ctrls == nil {
+		return
+	}
+	found, err := l.cfg.Sysfs.ControllersOf(nqn)
+	if err != nil {
+		l.scanFailed(err, "controllers of", nqn)
+		l.ctrls = nil
+		return
+	}
+	seen := map[string]bool{}
+	for _, c := range found {
+		if l.upsert(c, false) {
+			seen[c.Name] = true
 		}
-		state, err := l.cfg.Sysfs.ControllerState(name)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
+	}
+	for _, name := range l.sortedControllerNames() {
+		if c := l.ctrls[name]; c.nqn == nqn && !seen[name] {
 			delete(l.ctrls, name)
-			klog.InfoS("Managed controller gone", "controller", name, "nqn", nqn, "cause", "vanished with its disk")
-		case err != nil:
-			l.scanFailed(err, "controller state", name)
-		default:
-			l.observe(c, state, false)
+			klog.InfoS("Managed controller gone", "controller", name, "nqn", nqn, "cause", "no longer in sysfs")
 		}
 	}
 }
@@ -437,6 +462,13 @@ func (l *Loop) transition(v *volume, next State, cause string) {
 	case from == StateLive:
 		v.notLiveSince = now
 	}
+	if next == StateLost && v.lostAt.IsZero() {
+		v.lostAt = now
+	}
+	lostAt := v.lostAt
+	if next == StateLive {
+		v.lostAt = time.Time{}
+	}
 	v.health.State, v.health.Since = next, now
 	if cause != "" {
 		v.health.LastCause = cause
@@ -445,8 +477,8 @@ func (l *Loop) transition(v *volume, next State, cause string) {
 	klog.InfoS("Volume health changed", "volume", v.VolumeID, "nqn", v.NQN, "from", from, "to", next,
 		"cause", cause, "controller", v.health.Controller, "device", v.health.Device)
 	l.publish(v.Volume, v.health)
-	if l.cfg.OnTransition != nil {
-		l.cfg.OnTransition(v.health, from)
+	if l.cfg.Notifier != nil {
+		l.cfg.Notifier.Notify(Transition{Volume: v.Volume, From: from, Health: v.health, LostAt: lostAt, Stuck: next == StateFailed && v.stuck})
 	}
 }
 
@@ -483,7 +515,9 @@ func (l *Loop) repaired(v *volume, err error, took time.Duration) {
 		l.transition(v, StateFailed, "repair failed: "+err.Error())
 		return
 	}
-	// Trust the kernel, not the hook: re-read what the repair changed.
+	// Trust the kernel, not the hook: re-read what the repair changed,
+	// whose uevents the loop may not have handled yet.
+	l.rereadControllersOf(v.NQN)
 	l.resolve(v)
 	next, cause, ctrl := l.derive(v)
 	if ctrl != "" {
@@ -543,6 +577,7 @@ func (l *Loop) applyTracking() {
 		l.vols[id] = v
 		l.metrics.track(id)
 		klog.InfoS("Tracking volume", "volume", id, "nqn", w.NQN, "nsid", w.NSID, "device", w.Device)
+		l.rereadControllersOf(w.NQN)
 		l.resolve(v)
 		l.evaluate(v)
 		changed = true

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/klog/v2"
 
 	"github.com/rds-csi/rds-csi/agent"
@@ -22,6 +24,7 @@ import (
 	"github.com/rds-csi/rds-csi/kernel/fabrics"
 	"github.com/rds-csi/rds-csi/kernel/sysfs"
 	"github.com/rds-csi/rds-csi/kernel/uevent"
+	"github.com/rds-csi/rds-csi/kube"
 	"github.com/rds-csi/rds-csi/rpc"
 	"github.com/rds-csi/rds-csi/volume"
 )
@@ -43,6 +46,8 @@ type flags struct {
 	orphanGrace    time.Duration
 	shutdownTmo    int
 	dmMultipath    bool
+	kubeconfig     string
+	events         bool
 	showVersion    bool
 	node           agent.Options
 }
@@ -69,6 +74,8 @@ func parseFlags(args []string) (*flags, error) {
 	fs.IntVar(&f.shutdownTmo, "shutdown-ctrl-loss-tmo", 0, "on SIGTERM, lower ctrl_loss_tmo of managed controllers to this many seconds so a node shutdown does not hang on an unreachable target (0: off; set it where SIGTERM means node shutdown, as in the systemd unit)")
 	fs.BoolVar(&f.dmMultipath, "dm-multipath", true, "put a device-mapper multipath front (queue_if_no_path) in front of each volume, so that a mounted filesystem or a process holding a block volume survives a controller loss and a renumbered reconnect; needs dm-mod and dm-multipath on the node (false: consumers of a lost volume need a restart)")
 	fs.StringVar(&f.kubeletDir, "kubelet-dir", "/var/lib/kubelet", "the kubelet's directory, where staged volumes keep their records")
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file for the Kubernetes API (Events); empty: the in-cluster service account when KUBERNETES_SERVICE_HOST is set, else no API")
+	fs.BoolVar(&f.events, "events", true, "record Kubernetes Events on a volume's PVC when it is lost, healed or cannot be healed; without an API the agent runs on without them")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -129,6 +136,8 @@ func run(ctx context.Context, f *flags) error {
 	}
 	reg := rpc.NewRegistry()
 	node := agent.New(f.node, attacher, agent.HostMounter{}, agent.NewMetrics(reg))
+	notifier, stopEvents := startEvents(f, reg)
+	defer stopEvents()
 	var ifaces []string
 	if f.storageIfaces != "" {
 		ifaces = strings.Split(f.storageIfaces, ",")
@@ -142,7 +151,7 @@ func run(ctx context.Context, f *flags) error {
 		Links:            heal.NetlinkLinks{Interfaces: ifaces},
 		Disconnect:       node.OrphanDisconnect(tree, nvme.Fabrics.Disconnect),
 		Repairer:         node,
-		OnTransition:     node.Reconciled,
+		Notifier:         heal.Notifiers{node, notifier},
 		Metrics:          heal.NewMetrics(reg),
 	})
 	if err != nil {
@@ -181,4 +190,27 @@ func run(ctx context.Context, f *flags) error {
 	csi.RegisterIdentityServer(srv, node)
 	csi.RegisterNodeServer(srv, node)
 	return rpc.Serve(ctx, srv, f.endpoint, f.metricsAddress, reg)
+}
+
+// startEvents connects the healing loop to Kubernetes Events on PVCs, and
+// returns what stops them. Without an API (a bare-metal node run by systemd,
+// or a client that cannot be built) the agent says so once and runs on
+// without Events: they are for people, volumes do not need them.
+func startEvents(f *flags, reg prometheus.Registerer) (heal.Notifier, func()) {
+	if !f.events {
+		klog.InfoS("Kubernetes Events are off (--events=false)")
+		return nil, func() {}
+	}
+	client, err := kube.NewClientset(f.kubeconfig, "rds-csi-agent/"+version)
+	switch {
+	case errors.Is(err, kube.ErrNotConfigured):
+		klog.InfoS("Running without Kubernetes Events: no --kubeconfig given and not in a cluster")
+		return nil, func() {}
+	case err != nil:
+		klog.ErrorS(err, "Running without Kubernetes Events: no Kubernetes client", "kubeconfig", f.kubeconfig)
+		return nil, func() {}
+	}
+	rec := kube.NewRecorder(client, "rds-csi-agent", f.node.NodeID, reg)
+	klog.InfoS("Recording Kubernetes Events on PVCs", "kubeconfig", f.kubeconfig)
+	return agent.HealthEvents{Events: rec, NodeID: f.node.NodeID}, rec.Shutdown
 }

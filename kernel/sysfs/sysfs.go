@@ -17,10 +17,16 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // Tree is a sysfs mount. Root is "/sys" in production.
-type Tree struct{ Root string }
+type Tree struct {
+	Root string
+	// ReadFile reads one attribute; nil means os.ReadFile. Tests set it to
+	// inject the errors only a real sysfs gives (sysfstest.Faults).
+	ReadFile func(path string) ([]byte, error)
+}
 
 var (
 	// ErrMissingAttribute means a device exists but lacks an attribute the
@@ -162,7 +168,7 @@ func (t Tree) Controller(name string) (Controller, error) {
 	}
 	c := Controller{Name: name}
 	c.Instance, _ = strconv.Atoi(strings.TrimPrefix(name, "nvme"))
-	r := attrReader{dir: dir}
+	r := attrReader{tree: t, dir: dir}
 	c.State = r.required("state")
 	c.Transport = r.required("transport")
 	c.SubsysNQN = r.required("subsysnqn")
@@ -226,7 +232,7 @@ func (t Tree) ControllerState(name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	s, err := readAttr(filepath.Join(dir, "state"))
+	s, err := t.readAttr(filepath.Join(dir, "state"))
 	if err != nil {
 		return "", fmt.Errorf("controller %s: %w", name, err)
 	}
@@ -277,7 +283,7 @@ func (t Tree) subsystemDirs(nqn string) ([]string, error) {
 			continue
 		}
 		dir := filepath.Join(base, e.Name())
-		got, err := readAttr(filepath.Join(dir, "subsysnqn"))
+		got, err := t.readAttr(filepath.Join(dir, "subsysnqn"))
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // removed while we looked
 		}
@@ -324,7 +330,7 @@ func (t Tree) ResolveNamespace(subsysNQN string, nsid int) (Namespace, error) {
 				continue
 			}
 			seen[name] = true
-			ns, ok, err := readNamespace(filepath.Join(dir, name), nsid)
+			ns, ok, err := t.readNamespace(filepath.Join(dir, name), nsid)
 			if err != nil {
 				return fmt.Errorf("namespace %s: %w", name, err)
 			}
@@ -362,8 +368,8 @@ func (t Tree) ResolveNamespace(subsysNQN string, nsid int) (Namespace, error) {
 // readNamespace reads the disk in dir if its nsid is the wanted one. A disk
 // that vanished while being read is not a match; one that is readable but
 // incomplete is an error, because skipping it could hide an ambiguity.
-func readNamespace(dir string, nsid int) (Namespace, bool, error) {
-	r := attrReader{dir: dir}
+func (t Tree) readNamespace(dir string, nsid int) (Namespace, bool, error) {
+	r := attrReader{tree: t, dir: dir}
 	got := r.int("nsid")
 	if errors.Is(r.err, fs.ErrNotExist) {
 		return Namespace{}, false, nil
@@ -418,7 +424,7 @@ func (t Tree) CtrlLossTmo(name string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	s, err := readAttr(filepath.Join(dir, "ctrl_loss_tmo"))
+	s, err := t.readAttr(filepath.Join(dir, "ctrl_loss_tmo"))
 	if err != nil {
 		return 0, fmt.Errorf("controller %s: %w", name, err)
 	}
@@ -492,8 +498,18 @@ func writeAttr(path, value string) error {
 	return nil
 }
 
-func readAttr(path string) (string, error) {
-	b, err := os.ReadFile(path)
+// readAttr reads one attribute. The kernel answers ENODEV for an attribute
+// of a device it is deleting (the file was opened before the removal); that
+// device is gone, so the error wraps fs.ErrNotExist as well as ENODEV.
+func (t Tree) readAttr(path string) (string, error) {
+	read := t.ReadFile
+	if read == nil {
+		read = os.ReadFile
+	}
+	b, err := read(path)
+	if errors.Is(err, syscall.ENODEV) {
+		return "", fmt.Errorf("device removed while read: %w (%w)", fs.ErrNotExist, err)
+	}
 	if err != nil {
 		return "", err
 	}
@@ -503,19 +519,21 @@ func readAttr(path string) (string, error) {
 // attrReader reads attributes of one device directory, keeping the first
 // error so that a sequence of reads stays readable.
 type attrReader struct {
-	dir string
-	err error
+	tree Tree
+	dir  string
+	err  error
 }
 
 func (r *attrReader) read(name string, required bool) string {
 	if r.err != nil {
 		return ""
 	}
-	v, err := readAttr(filepath.Join(r.dir, name))
+	v, err := r.tree.readAttr(filepath.Join(r.dir, name))
 	if err == nil {
 		return v
 	}
-	if !errors.Is(err, fs.ErrNotExist) {
+	if !errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENODEV) {
+		// ENODEV: the device is being deleted, whatever its directory shows.
 		r.err = err
 		return ""
 	}

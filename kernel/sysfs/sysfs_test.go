@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/rds-csi/rds-csi/kernel/sysfs"
@@ -603,5 +604,62 @@ func writeFile(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A controller the kernel is deleting answers ENODEV for its attributes (a
+// file opened before the removal) or ENOENT once its class link is gone.
+// Both mean "gone": listings leave it out and reads report it missing, so
+// that callers do not take it for an unreadable sysfs.
+func TestAControllerBeingDeletedIsGoneNotAnError(t *testing.T) {
+	tests := []struct {
+		name   string
+		delete func(t *testing.T, root string, faults *sysfstest.Faults)
+	}{
+		{"its attributes answer ENODEV", func(t *testing.T, root string, faults *sysfstest.Faults) {
+			faults.Fail(t, root, "class/nvme/nvme0", syscall.ENODEV)
+		}},
+		{"its class link went before its attributes (ENOENT midway)", func(t *testing.T, root string, _ *sysfstest.Faults) {
+			if err := os.Remove(filepath.Join(root, "class/nvme/nvme0")); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			faults := &sysfstest.Faults{}
+			tree := sysfs.Tree{Root: root, ReadFile: faults.ReadFile}
+			sysfstest.AddController(t, root, sysfstest.Controller{Name: "nvme0", SubsysNQN: nqnA})
+			sysfstest.AddNamespace(t, root, sysfstest.Namespace{Controller: "nvme0", Head: 1, NSID: 1, Dev: "259:0"})
+			sysfstest.AddController(t, root, sysfstest.Controller{Name: "nvme1", SubsysNQN: nqnB})
+			tc.delete(t, root, faults)
+
+			if _, err := tree.Controller("nvme0"); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("Controller: error %v, want one wrapping fs.ErrNotExist", err)
+			}
+			if _, err := tree.ControllerState("nvme0"); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("ControllerState: error %v, want one wrapping fs.ErrNotExist", err)
+			}
+			all, err := tree.Controllers()
+			if err != nil || len(all) != 1 || all[0].Name != "nvme1" {
+				t.Errorf("Controllers() = %+v, %v; want nvme1 alone", all, err)
+			}
+			if of, err := tree.ControllersOf(nqnA); err != nil || len(of) != 0 {
+				t.Errorf("ControllersOf(A) = %+v, %v; want none", of, err)
+			}
+		})
+	}
+}
+
+func TestANamespaceAnsweringENODEVIsNotFound(t *testing.T) {
+	root := t.TempDir()
+	faults := &sysfstest.Faults{}
+	tree := sysfs.Tree{Root: root, ReadFile: faults.ReadFile}
+	sysfstest.AddController(t, root, sysfstest.Controller{Name: "nvme0", SubsysNQN: nqnA})
+	name := sysfstest.AddNamespace(t, root, sysfstest.Namespace{Controller: "nvme0", Head: 1, NSID: 1, Dev: "259:0"})
+	faults.Fail(t, root, "block/"+name, syscall.ENODEV)
+	if ns, err := tree.ResolveNamespace(nqnA, 1); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("ResolveNamespace = %+v, %v; want an error wrapping fs.ErrNotExist", ns, err)
 	}
 }

@@ -14,11 +14,14 @@ package sysfstest
 
 import (
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -284,6 +287,54 @@ func RemoveAttr(t testing.TB, root, rel, attr string) {
 func ReadAttr(t testing.TB, root, rel, attr string) string {
 	t.Helper()
 	return readAttr(t, filepath.Join(root, rel, attr))
+}
+
+// Faults makes reads under chosen devices fail as only a real sysfs fails:
+// the kernel answers ENODEV for the attributes of a device it is deleting.
+// Set its ReadFile as sysfs.Tree.ReadFile. The zero value fails nothing.
+type Faults struct {
+	mu      sync.Mutex
+	devices map[string]syscall.Errno // resolved device directory -> error
+}
+
+// Fail makes every attribute read of the device at rel (relative to root,
+// e.g. "class/nvme/nvme0"), and of the devices below it, fail with errno,
+// whichever path leads there.
+func (f *Faults) Fail(t testing.TB, root, rel string, errno syscall.Errno) {
+	t.Helper()
+	dir, err := filepath.EvalSymlinks(filepath.Join(root, rel))
+	if err != nil {
+		t.Fatalf("sysfstest: %v", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.devices == nil {
+		f.devices = map[string]syscall.Errno{}
+	}
+	f.devices[dir] = errno
+}
+
+// ReadFile reads path, unless it lies under a failed device.
+func (f *Faults) ReadFile(path string) ([]byte, error) {
+	if errno := f.errnoFor(path); errno != 0 {
+		return nil, &fs.PathError{Op: "read", Path: path, Err: errno}
+	}
+	return os.ReadFile(path)
+}
+
+func (f *Faults) errnoFor(path string) syscall.Errno {
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return 0 // a missing file fails by itself
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for dir, errno := range f.devices {
+		if strings.HasPrefix(real, dir+string(filepath.Separator)) {
+			return errno
+		}
+	}
+	return 0
 }
 
 // SubsystemOf returns the name of the subsystem with the given NQN, or "".

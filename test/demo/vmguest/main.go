@@ -408,7 +408,7 @@ func (d *demo) startStack(ctx context.Context) error {
 		ManagedNQNPrefix: nopts.ManagedNQNPrefix,
 		Disconnect:       node.OrphanDisconnect(sysTree, nvme.Fabrics.Disconnect),
 		Repairer:         node,
-		OnTransition:     node.Reconciled,
+		Notifier:         node,
 	})
 	if err != nil {
 		return err

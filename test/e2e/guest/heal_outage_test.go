@@ -24,7 +24,7 @@ import (
 // With fastIoFailTmo set, the kernel fails the held I/O after that many
 // seconds; the multipath front takes the error as a failed path and queues
 // instead, so the workload still sees none. The front's path stays failed
-// after the reconnect unless the agent reinstates it (Node.Reconciled):
+// after the reconnect unless the agent reinstates it (Node.Notify):
 // without that, the write would wait forever.
 func TestHealShortOutage(t *testing.T) {
 	for _, tc := range []struct {

@@ -138,10 +138,7 @@ func (h *healFixture) startAgent() *healAgent {
 		Links:            heal.NetlinkLinks{},
 		Disconnect:       a.node.OrphanDisconnect(sysTree, nvme.Fabrics.Disconnect),
 		Metrics:          heal.NewMetrics(a.reg),
-		OnTransition: func(hl heal.Health, from heal.State) {
-			a.record(hl, from)
-			a.node.Reconciled(hl, from)
-		},
+		Notifier:         heal.Notifiers{a, a.node},
 	}
 	if !h.opts.noRepair {
 		a.repairer = &waitedRepairer{next: a.node}
@@ -203,10 +200,12 @@ func (h *healFixture) startAgent() *healAgent {
 // server stop, nothing is disconnected or unmounted.
 func (a *healAgent) stop() { a.stopOnce.Do(a.stopFn) }
 
-func (a *healAgent) record(hl heal.Health, from heal.State) {
+// Notify records the loop's transitions (the agent is the loop's Notifier).
+func (a *healAgent) Notify(tr heal.Transition) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.transitions = append(a.transitions, transition{volumeID: hl.VolumeID, from: from, to: hl.State, cause: hl.LastCause, at: time.Now()})
+	hl := tr.Health
+	a.transitions = append(a.transitions, transition{volumeID: hl.VolumeID, from: tr.From, to: hl.State, cause: hl.LastCause, at: time.Now()})
 }
 
 // statesOf lists the states a volume entered, in order.
