@@ -22,6 +22,9 @@ type RDS struct {
 	Sim    *rdssim.Sim
 	Client *routeros.Client
 	Disks  *routeros.Disks
+	// Key is the client's private key, for a controller started as a
+	// process (it reads the key from a file).
+	Key ed25519.PrivateKey
 }
 
 // StartRDS starts a simulator with cfg (StateDir, User and AuthorizedKeys are
@@ -61,5 +64,5 @@ func StartRDS(tb testing.TB, cfg rdssim.Config, client routeros.ClientConfig) *R
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = c.Close() })
-	return &RDS{Sim: sim, Client: c, Disks: routeros.NewDisks(c)}
+	return &RDS{Sim: sim, Client: c, Disks: routeros.NewDisks(c), Key: priv}
 }
