@@ -289,7 +289,7 @@ func (n *Node) unstage(ctx context.Context, id, staging string) error {
 				return err
 			}
 		}
-		if err := n.detach(ctx, t, rec.NQN); err != nil {
+		if err := n.detach(ctx, t, rec); err != nil {
 			return err
 		}
 		n.forget(id)
@@ -328,7 +328,7 @@ func (n *Node) unstage(ctx context.Context, id, staging string) error {
 	if busy {
 		return fmt.Errorf("%w: %s is still claimed by another user (exclusive open refused)", errPrecondition, dev.Path)
 	}
-	if err := n.detach(ctx, t, rec.NQN); err != nil {
+	if err := n.detach(ctx, t, rec); err != nil {
 		return err
 	}
 	n.forget(id)
@@ -340,14 +340,15 @@ func (n *Node) unstage(ctx context.Context, id, staging string) error {
 // deliberate disconnect is not taken for a loss to heal. A failed disconnect
 // is an error: the record stays and tracking resumes, so a retried unstage
 // tries again.
-func (n *Node) detach(ctx context.Context, t Target, nqn string) error {
+func (n *Node) detach(ctx context.Context, t Target, rec record) error {
+	nqn := rec.NQN
 	if !n.managed(nqn) {
 		klog.InfoS("NQN outside the managed prefix: left connected", "volumeID", t.VolumeID, "nqn", nqn, "prefix", n.opts.ManagedNQNPrefix)
 		return nil
 	}
 	n.tracker.Untrack(t.VolumeID)
 	if err := n.attacher.Detach(ctx, t); err != nil {
-		if terr := n.tracker.Track(heal.Volume{VolumeID: t.VolumeID, NQN: nqn, NSID: t.NSID}); terr != nil {
+		if terr := n.tracker.Track(rec.healVolume()); terr != nil {
 			klog.ErrorS(terr, "Cannot track the volume again", "volumeID", t.VolumeID)
 		}
 		return fmt.Errorf("disconnecting %s: %w", nqn, err)

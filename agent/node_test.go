@@ -550,12 +550,19 @@ func TestUnstageNeverReportsSuccessWhenTheDisconnectFailed(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := agent.New(opts, failingDetach{&looptransport.Attacher{Sim: f.disks}}, agent.HostMounter{}, nil)
+	tr := &fakeTracker{tracked: map[string]heal.Volume{}, health: map[string]heal.Health{}}
+	n.SetTracker(tr)
 	if _, err := n.NodeStageVolume(context.Background(), &csi.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: staging, VolumeCapability: fsCap("ext4"), VolumeContext: attrs}); err != nil {
 		t.Fatal(err)
 	}
+	staged := tr.tracked[id]
 	_, err := n.NodeUnstageVolume(context.Background(), &csi.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging})
 	if err == nil || !strings.Contains(err.Error(), "device or resource busy") {
 		t.Fatalf("unstage with a failing disconnect returned %v", err)
+	}
+	// Still connected, so still watched, as it was staged (device included).
+	if again, ok := tr.tracked[id]; !ok || again != staged {
+		t.Fatalf("after the failed disconnect the volume is tracked as %+v (%v), staged as %+v", again, ok, staged)
 	}
 	// The record stays, so the retry still knows what to disconnect.
 	if _, err := os.Stat(filepath.Join(filepath.Dir(staging), "rds-csi-"+id+".json")); err != nil {
