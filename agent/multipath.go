@@ -310,8 +310,12 @@ func (m *Multipath) unused(ctx context.Context, ns Device, front string) error {
 		return fmt.Errorf("%s is still held by %s", ns.Path, strings.Join(others, ", "))
 	}
 	if front == "" {
-		if busy, err := blockdev.InUse(ns.Path); err != nil || busy {
-			return fmt.Errorf("%s is still claimed by another user (exclusive open: busy=%v, %v)", ns.Path, busy, err)
+		busy, err := blockdev.InUse(ns.Path)
+		if err != nil {
+			return fmt.Errorf("cannot tell whether %s is claimed, so it stays connected: %w", ns.Path, err)
+		}
+		if busy {
+			return fmt.Errorf("%s is still claimed by another user (exclusive open refused)", ns.Path)
 		}
 	}
 	procs, err := blockdev.Openers(ctx, m.ProcRoot, ns.Dev.Major, ns.Dev.Minor)
