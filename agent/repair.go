@@ -14,11 +14,13 @@ import (
 )
 
 // Repair backoff: the first reconnect attempt is immediate (the loss may be
-// a manual disconnect of a reachable target), then attempts space out so an
-// unreachable target is not hammered.
+// a manual disconnect of a reachable target), then attempts space out, but
+// only to 2 s: the heal-latency target (PERF-2: a lost controller's consumer
+// repaired within 2 s of the target's return) rules out longer waits, and an attempt
+// on an unreachable target is one refused or timed-out TCP connect.
 const (
-	repairBackoffInitial = time.Second
-	repairBackoffMax     = 15 * time.Second
+	repairBackoffInitial = 500 * time.Millisecond
+	repairBackoffMax     = 2 * time.Second
 )
 
 // errConsumersNeedRestart marks a repair that reconnected the volume but
