@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 
 	"k8s.io/klog/v2"
@@ -178,7 +179,7 @@ func (m *Multipath) leadsTo(ctx context.Context, name string, dev sysfs.DevT, se
 		return false, fmt.Sprintf("size %d sectors, namespace %d", table[0].Length, sectors), nil
 	}
 	fields := strings.Fields(table[0].Params)
-	if !containsWord(fields, "queue_if_no_path") {
+	if !slices.Contains(fields, "queue_if_no_path") {
 		return false, "not queueing", nil
 	}
 	var paths []string
@@ -210,15 +211,6 @@ func pathActive(status []string, dev string) bool {
 	for i := 0; i+1 < len(fields); i++ {
 		if fields[i] == dev {
 			return fields[i+1] == "A"
-		}
-	}
-	return false
-}
-
-func containsWord(fields []string, w string) bool {
-	for _, f := range fields {
-		if f == w {
-			return true
 		}
 	}
 	return false

@@ -45,6 +45,7 @@ import (
 	"github.com/rds-csi/rds-csi/rpc"
 	"github.com/rds-csi/rds-csi/test/rdssim"
 	"github.com/rds-csi/rds-csi/test/rdssim/nvmet"
+	"github.com/rds-csi/rds-csi/test/workload"
 	"github.com/rds-csi/rds-csi/volume"
 )
 
@@ -692,7 +693,7 @@ func startWriter(dir string) *writer {
 			default:
 			}
 			start := time.Now()
-			err := writeSynced(w.path(i), w.content(i))
+			err := workload.WriteSynced(w.path(i), w.content(i))
 			w.mu.Lock()
 			w.n++
 			w.longest = max(w.longest, time.Since(start))
@@ -762,19 +763,4 @@ func (w *writer) verify() error {
 		}
 	}
 	return nil
-}
-
-func writeSynced(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

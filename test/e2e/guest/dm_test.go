@@ -20,6 +20,7 @@ import (
 	"github.com/rds-csi/rds-csi/kernel/dm"
 	"github.com/rds-csi/rds-csi/kernel/fabrics"
 	"github.com/rds-csi/rds-csi/kernel/uevent"
+	"github.com/rds-csi/rds-csi/test/workload"
 	"github.com/rds-csi/rds-csi/volume"
 )
 
@@ -361,25 +362,10 @@ func (w *writer) rawLoop(dev string, blocks int) {
 func (w *writer) fileLoop(dir string) {
 	for j := 0; !w.stopped(); j++ {
 		start := time.Now()
-		err := writeSynced(filepath.Join(dir, fmt.Sprintf("f%06d", j)), fileContent(j))
+		err := workload.WriteSynced(filepath.Join(dir, fmt.Sprintf("f%06d", j)), fileContent(j))
 		w.record(j, start, err)
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-func writeSynced(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // verifyRaw reads the first n blocks back with O_DIRECT.
