@@ -24,7 +24,7 @@ import (
 	"github.com/rds-csi/rds-csi/kernel/fabrics"
 	"github.com/rds-csi/rds-csi/kernel/sysfs"
 	"github.com/rds-csi/rds-csi/kernel/uevent"
-	"github.com/rds-csi/rds-csi/kube"
+	"github.com/rds-csi/rds-csi/kube/events"
 	"github.com/rds-csi/rds-csi/rpc"
 	"github.com/rds-csi/rds-csi/volume"
 )
@@ -201,16 +201,20 @@ func startEvents(f *flags, reg prometheus.Registerer) (heal.Notifier, func()) {
 		klog.InfoS("Kubernetes Events are off (--events=false)")
 		return nil, func() {}
 	}
-	client, err := kube.NewClientset(f.kubeconfig, "rds-csi-agent/"+version)
+	cfg, err := events.LoadConfig(f.kubeconfig, "rds-csi-agent/"+version)
+	var api events.API
+	if err == nil {
+		api, err = events.NewAPI(cfg)
+	}
 	switch {
-	case errors.Is(err, kube.ErrNotConfigured):
+	case errors.Is(err, events.ErrNotConfigured):
 		klog.InfoS("Running without Kubernetes Events: no --kubeconfig given and not in a cluster")
 		return nil, func() {}
 	case err != nil:
 		klog.ErrorS(err, "Running without Kubernetes Events: no Kubernetes client", "kubeconfig", f.kubeconfig)
 		return nil, func() {}
 	}
-	rec := kube.NewRecorder(client, "rds-csi-agent", f.node.NodeID, reg)
+	rec := events.NewRecorder(api, "rds-csi-agent", f.node.NodeID, reg)
 	klog.InfoS("Recording Kubernetes Events on PVCs", "kubeconfig", f.kubeconfig)
 	return agent.HealthEvents{Events: rec, NodeID: f.node.NodeID}, rec.Shutdown
 }
