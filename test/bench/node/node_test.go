@@ -188,7 +188,9 @@ func report(b *testing.B, samples map[string]series, hostCal float64) {
 		}
 	}
 	fmt.Fprintf(&table, "| calibration on the host | ms | %.1f | | | |\n", hostCal)
-	b.Logf("samples:\n%s", table.String())
+	// Printed, not logged: the testing package keeps only ten lines of a
+	// benchmark's log.
+	fmt.Printf("%s samples:\n%s", b.Name(), table.String())
 }
 
 func median(v []float64) float64 {
