@@ -71,8 +71,8 @@ demo: build
 # the VM test bed on both kernels (one boot each; every latency is sampled
 # five times in the guest). docs/benchmarks.md records the results.
 bench:
-	$(GO) test -run='^$$' -bench=. -benchtime=1x -count=3 ./test/bench/ | tee /tmp/rds-csi-bench.txt
-	$(GO) test -run='^$$' -bench=. -benchtime=1x -count=1 -timeout=150m ./test/bench/node/ | tee /tmp/rds-csi-bench-node.txt
+	set -o pipefail; $(GO) test -run='^$$' -bench=. -benchtime=1x -count=3 ./test/bench/ | tee /tmp/rds-csi-bench.txt
+	set -o pipefail; $(GO) test -run='^$$' -bench=. -benchtime=1x -count=1 -timeout=150m ./test/bench/node/ | tee /tmp/rds-csi-bench-node.txt
 
 clean:
 	rm -rf bin

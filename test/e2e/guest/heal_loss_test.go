@@ -243,6 +243,7 @@ func consumersSurvive(t *testing.T, rejected bool, foreignPort int) {
 
 	for _, v := range vols {
 		a.assertSequence(t, v.id, heal.StateLive, heal.StateLost, heal.StateHealing, heal.StateLive)
+		a.assertNeverUnknown(t, v.id)
 		if ns := volumeDev(t, v); ns == oldNS[v.id] {
 			t.Fatalf("volume %s came back as %s again: nothing took its number, so this proves nothing", v.id, ns)
 		} else {
@@ -310,6 +311,7 @@ func fsLossWithoutFront(t *testing.T) {
 	}
 	t.Logf("volume %s failed: %s", v.id, tr.cause)
 	a.assertSequence(t, v.id, heal.StateLive, heal.StateLost, heal.StateHealing, heal.StateFailed)
+	a.assertNeverUnknown(t, v.id)
 	if newDev := volumeDev(t, v); newDev == oldDev {
 		t.Errorf("the volume reconnected as %s again although its old device is still mounted", newDev)
 	}

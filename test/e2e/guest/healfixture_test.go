@@ -245,6 +245,16 @@ func (a *healAgent) assertSequence(t *testing.T, volumeID string, want ...heal.S
 	t.Logf("volume %s went through %v", volumeID, got)
 }
 
+// assertNeverUnknown fails if the volume ever read unknown after it was
+// first judged: a controller being deleted must read as going or gone,
+// never as sysfs that cannot be read.
+func (a *healAgent) assertNeverUnknown(t *testing.T, volumeID string) {
+	t.Helper()
+	if got := a.statesOf(volumeID); slices.Contains(got, heal.StateUnknown) {
+		t.Errorf("volume %s read unknown on the way: %v", volumeID, got)
+	}
+}
+
 // waitTransition waits until the loop reported the volume entering state
 // and returns that report. Unlike waitState it cannot miss a state the
 // volume left again before a poll looked.

@@ -175,6 +175,7 @@ func TestPerfDetection(t *testing.T) {
 		live := a.nextTransition(t, v, lost.at, healDeadline, heal.StateLive)
 		sample("heal_deleted_controller", ms(live.at.Sub(lost.at)), "ms")
 	}
+	a.assertNeverUnknown(t, v.id)
 	h.teardown(t, v)
 }
 
