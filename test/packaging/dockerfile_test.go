@@ -1,10 +1,13 @@
 package packaging
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/rds-csi/rds-csi/kernel/command"
@@ -65,6 +68,9 @@ func TestTheExecScanFindsProcessesStartedOutsideKernelCommand(t *testing.T) {
 	src := `package bad
 
 import (
+	"errors"
+	"fmt"
+	"sync"
 	"context"
 	"os"
 	"os/exec"
@@ -105,22 +111,7 @@ func f(ctx context.Context, name string) {
 func TestEveryFileTheDockerfileCopiesExistsAfterTheBuild(t *testing.T) {
 	d := dockerfile(t)
 	root := repoRoot(t)
-	var build string
-	for _, run := range d.Runs["build"] {
-		if strings.HasPrefix(run, "make build") {
-			build = run
-		}
-	}
-	if build == "" {
-		t.Fatal(`the build stage has no "make build" RUN: the image would not be stamped like make build`)
-	}
-	// The same command, with the build args' defaults.
-	cmdline := strings.NewReplacer(`"${VERSION}"`, "test-version", `"${COMMIT}"`, "test-commit").Replace(build)
-	cmd := exec.Command("bash", "-c", cmdline)
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", cmdline, err, out)
-	}
+	builtBinaries(t)
 	var binaries int
 	for _, c := range d.Copies {
 		for _, src := range c.Sources {
@@ -171,4 +162,39 @@ func TestTheStaticCheckRejectsADynamicBinary(t *testing.T) {
 		return
 	}
 	t.Fatal("no dynamically linked binary found to test with")
+}
+
+var (
+	buildOnce sync.Once
+	buildErr  error
+)
+
+// builtBinaries runs the build stage's command (the Makefile's build, with
+// VERSION=test-version and COMMIT=test-commit) once, and returns the
+// directory of the binaries.
+func builtBinaries(t *testing.T) string {
+	t.Helper()
+	root := repoRoot(t)
+	buildOnce.Do(func() {
+		var build string
+		for _, run := range dockerfile(t).Runs["build"] {
+			if strings.HasPrefix(run, "make build") {
+				build = run
+			}
+		}
+		if build == "" {
+			buildErr = errors.New(`the Dockerfile's build stage has no "make build" RUN: the image would not be stamped like make build`)
+			return
+		}
+		cmdline := strings.NewReplacer(`"${VERSION}"`, "test-version", `"${COMMIT}"`, "test-commit").Replace(build)
+		cmd := exec.Command("bash", "-c", cmdline)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("%s: %w\n%s", cmdline, err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(root, "bin")
 }

@@ -3,6 +3,7 @@ package packaging
 import (
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -286,5 +287,30 @@ func TestNoKeyMaterialIsInTheRepository(t *testing.T) {
 	}
 	if keyish.FindString("-----BEGIN OPENSSH PRIVATE KEY-----") == "" || keyish.FindString("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl") == "" {
 		t.Fatal("the pattern does not match key material")
+	}
+}
+
+// Every argument the manifests pass to the two binaries is one of their
+// flags: each binary parses all its flags before --version prints.
+func TestTheManifestsPassFlagsTheBinariesKnow(t *testing.T) {
+	objs := all(kustomizeFiles(t))
+	bin := builtBinaries(t)
+	env := regexp.MustCompile(`\$\([A-Z_]+\)`)
+	for _, pod := range []corev1.PodSpec{
+		find[*appsv1.Deployment](t, objs, "Deployment", "rds-csi-controller").Spec.Template.Spec,
+		find[*appsv1.DaemonSet](t, objs, "DaemonSet", "rds-csi-node").Spec.Template.Spec,
+	} {
+		c := pod.Containers[0]
+		if len(c.Command) != 1 || !strings.HasPrefix(c.Command[0], "/usr/bin/") {
+			t.Fatalf("container %s runs %q, want /usr/bin/<binary> (the Dockerfile's path)", c.Name, c.Command)
+		}
+		var args []string
+		for _, a := range c.Args {
+			args = append(args, env.ReplaceAllString(a, "x"))
+		}
+		out, err := exec.Command(filepath.Join(bin, filepath.Base(c.Command[0])), append(args, "--version")...).CombinedOutput()
+		if err != nil {
+			t.Errorf("%s %s: %v\n%s", c.Command[0], strings.Join(args, " "), err, out)
+		}
 	}
 }
