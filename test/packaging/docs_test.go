@@ -1,6 +1,7 @@
 package packaging
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"go/ast"
@@ -511,5 +512,58 @@ func TestEveryEventReasonIsDocumented(t *testing.T) {
 		if !slices.Contains(reasons, r) {
 			t.Errorf("docs/metrics.md documents Event reason %s, which no Reason constant has", r)
 		}
+	}
+}
+
+// The Grafana dashboard queries only metrics the driver registers. Panels
+// that match metric names by regular expression (the migration metrics,
+// whose names come with the migration work) are reported, not failed, while
+// nothing registered matches them.
+func TestTheGrafanaDashboardQueriesMetricsTheDriverHas(t *testing.T) {
+	var dash struct {
+		UID    string `json:"uid"`
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(readFile(t, "deploy/grafana/rds-csi.json"), &dash); err != nil {
+		t.Fatal(err)
+	}
+	metrics := driverMetrics(t)
+	name := regexp.MustCompile(`\b((?:rds|csi|process)_[a-z_]+)\b`)
+	byRegex := regexp.MustCompile(`__name__=~"([^"]+)"`)
+	var queries int
+	for _, p := range dash.Panels {
+		for _, target := range p.Targets {
+			queries++
+			for _, m := range byRegex.FindAllStringSubmatch(target.Expr, -1) {
+				re := regexp.MustCompile("^(?:" + m[1] + ")$")
+				matched := false
+				for n := range metrics {
+					matched = matched || re.MatchString(n) || re.MatchString(n+"_bucket")
+				}
+				if !matched {
+					t.Logf("NOTE: panel %q queries %s, which no metric registered today matches (the migration metrics come with the migration work)", p.Title, m[1])
+				}
+			}
+			expr := byRegex.ReplaceAllString(target.Expr, "")
+			for _, m := range name.FindAllStringSubmatch(expr, -1) {
+				base := m[1]
+				for _, suffix := range []string{"_bucket", "_count", "_sum"} {
+					if _, ok := metrics[base]; !ok {
+						base = strings.TrimSuffix(base, suffix)
+					}
+				}
+				if _, ok := metrics[base]; !ok {
+					t.Errorf("panel %q queries %s, which the driver does not register", p.Title, m[1])
+				}
+			}
+		}
+	}
+	if queries < 15 {
+		t.Fatalf("only %d queries in the dashboard", queries)
 	}
 }
