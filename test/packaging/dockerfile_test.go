@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -144,6 +145,24 @@ func TestEveryFileTheDockerfileCopiesExistsAfterTheBuild(t *testing.T) {
 			default:
 				t.Errorf("COPY --from=%s: a stage this test does not know", c.From)
 			}
+		}
+	}
+	// The build stage sees only what it copies: every package the binaries
+	// import must be under one of those directories.
+	var copied []string
+	for _, c := range d.Copies {
+		if c.Stage == "build" && c.From == "" {
+			copied = append(copied, c.Sources...)
+		}
+	}
+	for _, p := range shippedPackages(t) {
+		rel, err := filepath.Rel(root, p.Dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		top := strings.Split(rel, string(filepath.Separator))[0]
+		if !slices.Contains(copied, top) {
+			t.Errorf("package %s is not in the build stage's COPYs (%q): the image build would fail", p.ImportPath, copied)
 		}
 	}
 	if binaries != 2 {
