@@ -40,7 +40,8 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ${TOOL_PACKAGES} \
  && rm -rf /var/lib/apt/lists/*
 # Copy each tool and every library ldd names (and the dynamic loader) into
-# /rootfs, keeping their paths, plus mke2fs.conf; then run each tool there
+# /rootfs, keeping their paths, plus mke2fs.conf and /etc/mtab (the tools
+# check whether a device is mounted); then run each tool there
 # (127 is the loader's "cannot load a library").
 RUN set -eu; mkdir -p /rootfs/usr/sbin /rootfs/tmp; chmod 1777 /rootfs/tmp; \
     for t in ${TOOLS}; do \
@@ -49,7 +50,7 @@ RUN set -eu; mkdir -p /rootfs/usr/sbin /rootfs/tmp; chmod 1777 /rootfs/tmp; \
         mkdir -p "/rootfs$(dirname "$lib")"; cp -L "$lib" "/rootfs$lib"; \
       done; \
     done; \
-    mkdir -p /rootfs/etc; cp /etc/mke2fs.conf /rootfs/etc/; \
+    mkdir -p /rootfs/etc; cp /etc/mke2fs.conf /rootfs/etc/; ln -s ../proc/self/mounts /rootfs/etc/mtab; \
     for t in ${TOOLS}; do \
       rc=0; chroot /rootfs "/usr/sbin/$t" -V >/dev/null 2>&1 || rc=$?; \
       [ "$rc" -ne 127 ] || { echo "$t cannot load its libraries in /rootfs" >&2; exit 1; }; \

@@ -217,3 +217,56 @@ func builtBinaries(t *testing.T) string {
 	}
 	return filepath.Join(root, "bin")
 }
+
+// The tools stage's script, run here on Debian with /rootfs in a temporary
+// directory, makes a root in which each tool runs with nothing but what the
+// script copied: mkfs.ext4 and mkfs.xfs format a file that blkid then
+// recognises.
+func TestTheToolsStageMakesARootWhereEveryToolRuns(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root (chroot); make test runs as root")
+	}
+	d := dockerfile(t)
+	runs := d.Runs["tools"]
+	if len(runs) == 0 {
+		t.Fatal("no RUN in the tools stage")
+	}
+	for _, tool := range append(strings.Fields(d.Args["TOOLS"]), "ldd") {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is not installed here (.ci/run installs e2fsprogs, xfsprogs, util-linux)", tool)
+		}
+	}
+	root := filepath.Join(t.TempDir(), "rootfs")
+	script := strings.ReplaceAll(runs[len(runs)-1], "/rootfs", root)
+	cmd := exec.Command("sh", "-c", script)
+	cmd.Env = append(os.Environ(), "TOOLS="+d.Args["TOOLS"])
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("the tools stage's script: %v\n%s", err, out)
+	}
+	for _, fs := range []struct{ tool, size, want string }{
+		{"mkfs.ext4", "64M", `TYPE="ext4"`},
+		{"mkfs.xfs", "320M", `TYPE="xfs"`},
+	} {
+		img := filepath.Join(root, "tmp", "img")
+		if err := os.WriteFile(img, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := exec.Command("truncate", "-s", fs.size, img).Run(); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("chroot", root, "/usr/sbin/"+fs.tool, "-q", "/tmp/img").CombinedOutput(); err != nil {
+			t.Fatalf("%s in the tools root: %v\n%s", fs.tool, err, out)
+		}
+		out, err := exec.Command("chroot", root, "/usr/sbin/blkid", "-p", "/tmp/img").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), fs.want) {
+			t.Fatalf("blkid -p in the tools root after %s: %v\n%s", fs.tool, err, out)
+		}
+	}
+	for _, tool := range []string{"resize2fs", "xfs_growfs"} {
+		err := exec.Command("chroot", root, "/usr/sbin/"+tool, "-V").Run()
+		var exit *exec.ExitError
+		if errors.As(err, &exit) && exit.ExitCode() == 127 || err != nil && exit == nil {
+			t.Fatalf("%s does not start in the tools root: %v", tool, err)
+		}
+	}
+}
