@@ -371,3 +371,12 @@ func TestTheAPIServerAcceptsEveryManifest(t *testing.T) {
 	}
 	t.Logf("the apiserver accepted %d objects in dry run", accepted)
 }
+
+func TestTheChartPassesHelmLint(t *testing.T) {
+	bin := packagingTools(t)[binaries.Helm]
+	out, err := runTool(t, "", bin, "lint", "--strict", "--kube-version", chartKubeVersion, filepath.Join(repoRoot(t), "deploy", "helm", "rds-csi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s", out)
+}
