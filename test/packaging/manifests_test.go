@@ -11,9 +11,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/container-storage-interface/spec/lib/go/csi"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
+
+	"github.com/rds-csi/rds-csi/controller"
 )
 
 // kustomizeFiles decodes every YAML file under deploy/kubernetes except the
@@ -312,5 +315,44 @@ func TestTheManifestsPassFlagsTheBinariesKnow(t *testing.T) {
 		if err != nil {
 			t.Errorf("%s %s: %v\n%s", c.Command[0], strings.Join(args, " "), err, out)
 		}
+	}
+}
+
+// The controller pod runs the sidecar of each capability the controller
+// offers, and none for a capability it lacks: the earlier driver shipped
+// without the attacher its ControllerPublish needed.
+func TestTheControllerPodRunsTheSidecarsOfTheControllersCapabilities(t *testing.T) {
+	resp, err := controller.New(controller.Options{}, nil).ControllerGetCapabilities(t.Context(), &csi.ControllerGetCapabilitiesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	has := map[csi.ControllerServiceCapability_RPC_Type]bool{}
+	for _, c := range resp.GetCapabilities() {
+		has[c.GetRpc().GetType()] = true
+	}
+	objs := all(kustomizeFiles(t))
+	pod := find[*appsv1.Deployment](t, objs, "Deployment", "rds-csi-controller").Spec.Template.Spec
+	running := map[string]bool{}
+	for _, c := range pod.Containers {
+		running[c.Name] = true
+	}
+	for _, tc := range []struct {
+		capability csi.ControllerServiceCapability_RPC_Type
+		sidecar    string
+	}{
+		{csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME, "csi-provisioner"},
+		{csi.ControllerServiceCapability_RPC_EXPAND_VOLUME, "csi-resizer"},
+		// With a VolumeSnapshotClass example and the snapshotter's RBAC.
+		{csi.ControllerServiceCapability_RPC_CREATE_DELETE_SNAPSHOT, "csi-snapshotter"},
+	} {
+		if has[tc.capability] != running[tc.sidecar] {
+			t.Errorf("the controller offers %s: %v; the pod runs %s: %v", tc.capability, has[tc.capability], tc.sidecar, running[tc.sidecar])
+		}
+	}
+	// attachRequired is true ahead of ControllerPublish (the attacher
+	// marks attachments attached until the controller offers it), but a
+	// controller that offers it without an attacher would hang every pod.
+	if has[csi.ControllerServiceCapability_RPC_PUBLISH_UNPUBLISH_VOLUME] && !running["csi-attacher"] {
+		t.Error("the controller offers ControllerPublish and the pod runs no csi-attacher")
 	}
 }
