@@ -160,6 +160,9 @@ func Start(t testing.TB, cfg Config) *Cluster {
 			// No Service endpoints: nothing runs behind the kubernetes
 			// Service, and reconciling it would only add noise.
 			"--endpoint-reconciler-type=none",
+			// As kubeadm and the distributions run it: the node agent's
+			// DaemonSet is privileged.
+			"--allow-privileged=true",
 			"--profiling=false",
 			"--v=1",
 		}}

@@ -1,5 +1,6 @@
 // Command build builds (or finds in the cache) the control plane and the CSI
-// sidecars of the test bed: `make k8s-binaries`. The tests do the same on
+// sidecars of the test bed, and helm and kustomize for the deployment tests:
+// `make k8s-binaries`. The tests do the same on
 // their own; this is for warming a cache ahead of them.
 package main
 
@@ -31,6 +32,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	modules = append(modules, binaries.Packaging(root)...)
 	set, err := binaries.Ensure(ctx, binaries.Config{CacheDir: binaries.CacheDir(), Logf: log.Printf}, modules...)
 	if err != nil {
 		log.Fatal(err)
