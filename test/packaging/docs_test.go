@@ -18,14 +18,14 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/yaml"
 
 	"github.com/rds-csi/rds-csi/agent"
 	"github.com/rds-csi/rds-csi/agent/heal"
 	"github.com/rds-csi/rds-csi/controller/routeros"
-	"github.com/rds-csi/rds-csi/kube"
+	"github.com/rds-csi/rds-csi/kube/events"
 	"github.com/rds-csi/rds-csi/rpc"
 )
 
@@ -398,7 +398,7 @@ func (c captureRegistry) Unregister(prometheus.Collector) bool { return false }
 
 // metricPackages are the packages whose constructors register the driver's
 // metrics; driverMetrics calls each of them.
-var metricPackages = []string{"agent", "agent/heal", "controller/routeros", "kube", "rpc"}
+var metricPackages = []string{"agent", "agent/heal", "controller/routeros", "kube/events", "rpc"}
 
 // driverMetrics registers every metric of both binaries on a capturing
 // registry.
@@ -409,7 +409,11 @@ func driverMetrics(t *testing.T) captureRegistry {
 	heal.NewMetrics(reg)
 	routeros.NewMetrics(reg)
 	rpc.NewMetrics(reg)
-	rec := kube.NewRecorder(fake.NewClientset(), "test", "node", reg)
+	api, err := events.NewAPI(&rest.Config{Host: "http://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := events.NewRecorder(api, "test", "node", reg)
 	rec.Shutdown()
 	families, err := rpc.NewRegistry().Gather()
 	if err != nil {
