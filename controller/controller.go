@@ -31,6 +31,9 @@ var controllerCaps = []csi.ControllerServiceCapability_RPC_Type{
 	csi.ControllerServiceCapability_RPC_LIST_VOLUMES,
 	csi.ControllerServiceCapability_RPC_GET_CAPACITY,
 	csi.ControllerServiceCapability_RPC_EXPAND_VOLUME,
+	csi.ControllerServiceCapability_RPC_CREATE_DELETE_SNAPSHOT,
+	csi.ControllerServiceCapability_RPC_LIST_SNAPSHOTS,
+	csi.ControllerServiceCapability_RPC_CLONE_VOLUME,
 }
 
 // ControllerGetCapabilities lists what the controller implements.
@@ -52,7 +55,7 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	if req.GetVolumeContentSource() != nil {
-		return nil, status.Error(codes.InvalidArgument, "creating a volume from a snapshot or another volume is not supported yet")
+		return d.createFromSource(ctx, req)
 	}
 	size, err := sizeFor(req.GetCapacityRange())
 	if err != nil {
@@ -82,16 +85,7 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	vctx := volume.Context{
-		NQN:              spec.NQN,
-		Address:          params.address,
-		Port:             params.port,
-		Connect:          params.connect,
-		MigrationTimeout: params.migrationTimeout,
-		CreatedBlank:     true,
-		PVCNamespace:     params.pvcNamespace,
-		PVCName:          params.pvcName,
-	}
+	vctx := params.volumeContext(spec.NQN, true)
 	klog.InfoS("Volume created", "name", req.GetName(), "volumeID", slot, "bytes", disk.Size)
 	return &csi.CreateVolumeResponse{Volume: &csi.Volume{
 		VolumeId:      slot,

@@ -73,6 +73,8 @@ type RDS interface {
 	Get(ctx context.Context, slot string) (routeros.Disk, error)
 	List(ctx context.Context) ([]routeros.Disk, error)
 	Create(ctx context.Context, spec routeros.DiskSpec) error
+	Copy(ctx context.Context, spec routeros.CopySpec) error
+	FilesWith(ctx context.Context, slot string) ([]routeros.File, error)
 	Resize(ctx context.Context, slot string, size int64) error
 	Remove(ctx context.Context, slot string) error
 	FilesNamed(ctx context.Context, slot, name string) ([]routeros.File, error)

@@ -102,3 +102,18 @@ func (d *Driver) parseParams(params map[string]string) (classParams, error) {
 	}
 	return p, nil
 }
+
+// volumeContext is what the node needs of a volume exported as nqn. Only a
+// volume created empty is blank: a restored or cloned one holds data.
+func (p classParams) volumeContext(nqn string, blank bool) volume.Context {
+	return volume.Context{
+		NQN:              nqn,
+		Address:          p.address,
+		Port:             p.port,
+		Connect:          p.connect,
+		MigrationTimeout: p.migrationTimeout,
+		CreatedBlank:     blank,
+		PVCNamespace:     p.pvcNamespace,
+		PVCName:          p.pvcName,
+	}
+}

@@ -30,6 +30,7 @@ type options struct {
 	poolSize        int64
 	maxSessions     int
 	latency         time.Duration
+	copyDelay       time.Duration
 	commandLog      string
 	errorsOnStderr  bool
 	errorExitStatus bool
@@ -51,6 +52,7 @@ func main() {
 	flag.Int64Var(&o.poolSize, "pool-size", rdssim.DefaultPoolSize, "pool capacity in bytes")
 	flag.IntVar(&o.maxSessions, "max-sessions", rdssim.DefaultMaxSessions, "concurrent sessions per connection")
 	flag.DurationVar(&o.latency, "latency", 0, "delay before every command")
+	flag.DurationVar(&o.copyDelay, "copy-delay", 0, "copy-from runs in the background for about this long (0: synchronous)")
 	flag.StringVar(&o.commandLog, "command-log", "", "file to append every received command to, one a line")
 	flag.BoolVar(&o.errorsOnStderr, "errors-on-stderr", false, "print errors on stderr instead of stdout")
 	flag.BoolVar(&o.errorExitStatus, "error-exit-status", false, "exit 1 on errors instead of 0")
@@ -88,6 +90,7 @@ func run(o options) error {
 		ErrorExitStatus: o.errorExitStatus,
 		OmitExitStatus:  o.omitExitStatus,
 		Latency:         o.latency,
+		CopyDelay:       o.copyDelay,
 	}
 	if o.hostKey != "" {
 		data, err := os.ReadFile(o.hostKey)

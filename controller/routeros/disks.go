@@ -88,24 +88,12 @@ func (d *Disks) Remove(ctx context.Context, slot string) error {
 // they are. The RouterOS query is a substring match on the slot; the exact
 // comparison happens here.
 func (d *Disks) FilesNamed(ctx context.Context, slot, name string) ([]File, error) {
-	cmd, err := FileList(slot)
+	all, err := d.FilesWith(ctx, slot)
 	if err != nil {
 		return nil, err
-	}
-	out, err := d.run.Run(ctx, cmd)
-	if err != nil {
-		return nil, err
-	}
-	records, err := ParseRecords(out)
-	if err != nil {
-		return nil, &Error{Kind: KindInternal, Command: cmd.Kind(), Err: err}
 	}
 	var files []File
-	for _, r := range records {
-		f, err := ParseFile(r)
-		if err != nil {
-			return nil, &Error{Kind: KindInternal, Command: cmd.Kind(), Err: err}
-		}
+	for _, f := range all {
 		if path.Base(f.Name) == name {
 			files = append(files, f)
 		}

@@ -20,29 +20,41 @@ func cloneFile(dst, src *os.File) error {
 	if err != nil {
 		return err
 	}
-	size := info.Size()
-	for off := int64(0); off < size; {
+	if err := copyData(dst, src, 0, info.Size()); err != nil {
+		return err
+	}
+	return dst.Truncate(info.Size())
+}
+
+// copyData copies the data extents of src in [from, to) to the same offsets
+// of dst, skipping holes, so a sparse source stays sparse.
+func copyData(dst, src *os.File, from, to int64) error {
+	for off := from; off < to; {
 		start, err := unix.Seek(int(src.Fd()), off, unix.SEEK_DATA)
 		if errors.Is(err, unix.ENXIO) {
-			break // only a hole remains
+			return nil // only a hole remains
 		}
 		if errors.Is(err, unix.EINVAL) {
 			// No SEEK_DATA here: copy everything from off.
-			return copyRange(dst, src, off, size)
+			return copyRange(dst, src, off, to)
 		}
 		if err != nil {
 			return err
+		}
+		if start >= to {
+			return nil
 		}
 		end, err := unix.Seek(int(src.Fd()), start, unix.SEEK_HOLE)
 		if err != nil {
 			return err
 		}
+		end = min(end, to)
 		if err := copyRange(dst, src, start, end); err != nil {
 			return err
 		}
 		off = end
 	}
-	return dst.Truncate(size)
+	return nil
 }
 
 func copyRange(dst, src *os.File, start, end int64) error {

@@ -120,6 +120,9 @@ func (e *engine) diskAdd(cmd *command) *cmdError {
 		return fail(ErrTextNoSpace)
 	}
 
+	if src != nil && e.copyDelay > 0 {
+		return e.startCopy(src, d)
+	}
 	var ioErr error
 	if src != nil {
 		ioErr = e.st.copyFile(src.FilePath, d.FilePath, d.FileSize)
@@ -220,6 +223,8 @@ func (e *engine) copySource(it item) (*diskState, *cmdError) {
 		return nil, fail(ErrTextNoSuchItem)
 	case len(found) > 1:
 		return nil, failf(ErrTextInvalidValue, "copy-from")
+	case found[0].Copying:
+		return nil, failf(ErrTextNotSimulated, "copying a disk that is itself being copied")
 	}
 	return found[0], nil
 }
@@ -291,6 +296,9 @@ func (e *engine) diskSet(cmd *command) *cmdError {
 	for _, d := range found {
 		if setExport && export && d.NQN == "" {
 			return fail(ErrTextNQNRequired)
+		}
+		if d.Copying {
+			return failf(ErrTextNotSimulated, "changing a disk while it is being copied")
 		}
 	}
 	for _, d := range found {
@@ -366,7 +374,9 @@ func (e *engine) diskRemove(cmd *command) *cmdError {
 		return fail(ErrTextCannotRemove)
 	}
 	for _, d := range found {
-		if d.Export {
+		// A copy in progress stops where it is (its goroutine finds the
+		// disk gone); it was never exported.
+		if d.Export && !d.Copying {
 			if err := e.exporter.Unexport(e.exported(d)); err != nil {
 				return failf(ErrTextExportFailed, err.Error())
 			}

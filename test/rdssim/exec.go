@@ -17,6 +17,11 @@ type engine struct {
 	st       *store
 	exporter Exporter
 	identity string
+	// copyDelay > 0 copies in the background (Config.CopyDelay); the
+	// copies run under ctx and are waited for through wg.
+	copyDelay time.Duration
+	ctx       context.Context
+	wg        *sync.WaitGroup
 }
 
 // run executes one command line. emit receives output lines (without line

@@ -50,6 +50,11 @@ type Config struct {
 	OmitExitStatus bool
 	// Latency delays every command before it runs.
 	Latency time.Duration
+	// CopyDelay, when positive, makes /disk add copy-from=... return at
+	// once and copy in the background for about that long, the disk's
+	// size= growing with the bytes copied (docs/routeros.md, item 6).
+	// Zero copies synchronously, a reflink where the filesystem allows.
+	CopyDelay time.Duration
 	// Exporter serves exported disks; a no-op when nil.
 	Exporter Exporter
 	// CommandLog, when set, receives every command received, one a line.
@@ -112,10 +117,11 @@ func Start(ctx context.Context, cfg Config) (*Sim, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state: %w", err)
 	}
-	eng := &engine{st: st, exporter: cfg.Exporter, identity: cfg.Identity}
-	// A restarted RDS serves its exported disks again.
+	eng := &engine{st: st, exporter: cfg.Exporter, identity: cfg.Identity, copyDelay: cfg.CopyDelay}
+	// A restarted RDS serves its exported disks again. A copy the restart
+	// interrupted stays as far as it got, never exported.
 	for _, d := range st.disks {
-		if d.Export {
+		if d.Export && !d.Copying {
 			if err := eng.exporter.Export(eng.exported(d)); err != nil {
 				return nil, fmt.Errorf("export %s: %w", d.Slot, err)
 			}
@@ -135,6 +141,7 @@ func Start(ctx context.Context, cfg Config) (*Sim, error) {
 	}
 	s.sshCfg = s.serverConfig()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	eng.ctx, eng.wg = s.ctx, &s.wg
 	s.stopAfter = context.AfterFunc(ctx, func() { _ = s.Close() })
 	s.wg.Add(1)
 	go s.serve()

@@ -22,6 +22,9 @@ type diskState struct {
 	Port            int    `json:"port"`
 	NQN             string `json:"nqn"`
 	AllowHostName   string `json:"allowHostName"`
+	// Copying marks a copy-from still running in the background: FileSize
+	// is what has been copied so far.
+	Copying bool `json:"copying,omitempty"`
 }
 
 type persisted struct {
