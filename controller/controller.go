@@ -181,15 +181,7 @@ func (d *Driver) deleteVolume(ctx context.Context, id string) error {
 		if !d.ours(disk) {
 			return fmt.Errorf("%w: disk %s is exported as %q, not %q: not a volume of this driver", errRefused, id, disk.NQN, volume.NQN(d.opts.NQNPrefix, id))
 		}
-		if err := d.rds.Remove(ctx, id); err != nil {
-			return err
-		}
-		// A remove that printed nothing may still have matched nothing:
-		// success is what the RDS shows afterwards, not the lack of an error.
-		if _, err := d.rds.Get(ctx, id); !routeros.IsKind(err, routeros.KindNotFound) {
-			if err == nil {
-				err = fmt.Errorf("disk %s is still there after /disk remove", id)
-			}
+		if err := d.removeDisk(ctx, id); err != nil {
 			return err
 		}
 		return d.removeFile(ctx, id, disk.FilePath)
@@ -198,6 +190,22 @@ func (d *Driver) deleteVolume(ctx context.Context, id string) error {
 	default:
 		return err
 	}
+}
+
+// removeDisk removes the disk in slot id and checks it is gone: a remove
+// that printed nothing may still have matched nothing, so success is what the
+// RDS shows afterwards, not the lack of an error.
+func (d *Driver) removeDisk(ctx context.Context, id string) error {
+	if err := d.rds.Remove(ctx, id); err != nil {
+		return err
+	}
+	if _, err := d.rds.Get(ctx, id); !routeros.IsKind(err, routeros.KindNotFound) {
+		if err == nil {
+			err = fmt.Errorf("disk %s is still there after /disk remove", id)
+		}
+		return err
+	}
+	return nil
 }
 
 // removeLeftFile removes the backing file of a disk that is already gone

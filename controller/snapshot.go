@@ -272,13 +272,7 @@ func (d *Driver) deleteSnapshot(ctx context.Context, id string) error {
 	if _, ok := snapshotOf(disk); !ok {
 		return fmt.Errorf("%w: disk %s is not a snapshot of this driver (file %s, NQN %q)", errRefused, id, disk.FilePath, disk.NQN)
 	}
-	if err := d.rds.Remove(ctx, id); err != nil {
-		return err
-	}
-	if _, err := d.rds.Get(ctx, id); !routeros.IsKind(err, routeros.KindNotFound) {
-		if err == nil {
-			err = fmt.Errorf("snapshot %s is still there after /disk remove", id)
-		}
+	if err := d.removeDisk(ctx, id); err != nil {
 		return err
 	}
 	return d.removeFile(ctx, id, disk.FilePath)

@@ -73,13 +73,9 @@ func (d *Disks) FilesWith(ctx context.Context, slot string) ([]File, error) {
 	if err != nil {
 		return nil, err
 	}
-	out, err := d.run.Run(ctx, cmd)
+	records, err := d.records(ctx, cmd)
 	if err != nil {
 		return nil, err
-	}
-	records, err := ParseRecords(out)
-	if err != nil {
-		return nil, &Error{Kind: KindInternal, Command: cmd.Kind(), Err: err}
 	}
 	files := make([]File, 0, len(records))
 	for _, r := range records {

@@ -117,13 +117,9 @@ func (d *Disks) Pool(ctx context.Context, mountPoint string) (Pool, error) {
 	if err != nil {
 		return Pool{}, err
 	}
-	out, err := d.run.Run(ctx, cmd)
+	records, err := d.records(ctx, cmd)
 	if err != nil {
 		return Pool{}, err
-	}
-	records, err := ParseRecords(out)
-	if err != nil {
-		return Pool{}, &Error{Kind: KindInternal, Command: cmd.Kind(), Err: err}
 	}
 	if len(records) != 1 {
 		return Pool{}, &Error{Kind: KindNotFound, Command: cmd.Kind(), Err: fmt.Errorf("%d disks mounted at %q, want 1", len(records), mountPoint)}
@@ -141,7 +137,8 @@ func (d *Disks) Ping(ctx context.Context) error {
 	return err
 }
 
-func (d *Disks) disks(ctx context.Context, cmd Command) ([]Disk, error) {
+// records runs cmd and parses its print output.
+func (d *Disks) records(ctx context.Context, cmd Command) ([]Record, error) {
 	out, err := d.run.Run(ctx, cmd)
 	if err != nil {
 		return nil, err
@@ -149,6 +146,14 @@ func (d *Disks) disks(ctx context.Context, cmd Command) ([]Disk, error) {
 	records, err := ParseRecords(out)
 	if err != nil {
 		return nil, &Error{Kind: KindInternal, Command: cmd.Kind(), Err: err}
+	}
+	return records, nil
+}
+
+func (d *Disks) disks(ctx context.Context, cmd Command) ([]Disk, error) {
+	records, err := d.records(ctx, cmd)
+	if err != nil {
+		return nil, err
 	}
 	disks := make([]Disk, 0, len(records))
 	for _, r := range records {
