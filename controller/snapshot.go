@@ -310,6 +310,22 @@ func (d *Driver) ListSnapshots(ctx context.Context, req *csi.ListSnapshotsReques
 	return resp, nil
 }
 
+// GetSnapshot reports one snapshot, ready or not.
+func (d *Driver) GetSnapshot(ctx context.Context, req *csi.GetSnapshotRequest) (*csi.GetSnapshotResponse, error) {
+	id := req.GetSnapshotId()
+	if id == "" {
+		return nil, status.Error(codes.InvalidArgument, "snapshot ID is required")
+	}
+	snaps, err := d.snapshots(ctx, id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if len(snaps) == 0 {
+		return nil, status.Errorf(codes.NotFound, "snapshot %q does not exist", id)
+	}
+	return &csi.GetSnapshotResponse{Snapshot: snaps[0].csi()}, nil
+}
+
 // snapshots returns every snapshot, or only the one with id.
 func (d *Driver) snapshots(ctx context.Context, id string) ([]snapshot, error) {
 	if id != "" {

@@ -353,6 +353,12 @@ func TestListSnapshotsFiltersAndPages(t *testing.T) {
 			t.Fatalf("pages missed %s: %v", id, seen)
 		}
 	}
+	got, err := f.d.GetSnapshot(ctx, &csi.GetSnapshotRequest{SnapshotId: b.GetSnapshotId()})
+	if err != nil || got.GetSnapshot().GetSourceVolumeId() != "pvc-b" {
+		t.Fatalf("GetSnapshot: %v %v", got, err)
+	}
+	_, err = f.d.GetSnapshot(ctx, &csi.GetSnapshotRequest{SnapshotId: "pvc-a"})
+	wantCode(t, err, codes.NotFound, "")
 	_, err = f.d.ListSnapshots(ctx, &csi.ListSnapshotsRequest{StartingToken: "garbage"})
 	wantCode(t, err, codes.Aborted, "")
 	_, err = f.d.ListSnapshots(ctx, &csi.ListSnapshotsRequest{MaxEntries: -1})

@@ -62,6 +62,16 @@ func Run(t *testing.T, accessType string) {
 	cfg.TestVolumeAccessType = accessType
 	sanity.Test(t, cfg)
 
+	// The snapshot, restore and clone specs run only while the controller
+	// advertises them: they must have reached the RDS.
+	copied := false
+	for _, c := range rds.Sim.Commands() {
+		copied = copied || strings.Contains(c, " copy-from=")
+	}
+	if !copied {
+		t.Error("csi-sanity made no copy on the RDS: its snapshot and clone specs did not run")
+	}
+
 	// Every volume the suite created must be gone from the RDS, disk and file.
 	disks, err := rds.Disks.List(context.Background())
 	if err != nil {
