@@ -173,8 +173,15 @@ func (n *Node) stage(ctx context.Context, id, staging string, vc *csi.VolumeCapa
 	if readOnlyMode(vc) {
 		opts = append(opts, "ro")
 	}
+	grow, err := n.copySmallerThanDevice(ctx, dev, c, vc)
+	if err != nil {
+		return err
+	}
 	if err := n.mounter.Mount(ctx, dev.Path, staging, fsType, opts); err != nil {
 		return fmt.Errorf("mounting %s (%s) at %s: %w", dev.Path, fsType, staging, err)
+	}
+	if grow {
+		return n.growAtStage(ctx, id, dev, staging, fsType)
 	}
 	return nil
 }
@@ -597,16 +604,8 @@ func (n *Node) expand(ctx context.Context, id, path, staging string, required in
 	if rec.Block || vc.GetBlock() != nil {
 		return size, nil
 	}
-	switch rec.FSType {
-	case "ext4":
-		_, _, err = command.Run(ctx, growTimeout, "resize2fs", dev.Path)
-	case "xfs":
-		_, _, err = command.Run(ctx, growTimeout, "xfs_growfs", staging)
-	default:
-		err = fmt.Errorf("%w: unknown filesystem %q in the volume record", errPrecondition, rec.FSType)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("growing the %s filesystem on %s: %w", rec.FSType, dev.Path, err)
+	if err := growFilesystem(ctx, rec.FSType, dev.Path, staging); err != nil {
+		return 0, err
 	}
 	klog.InfoS("Volume expanded on the node", "volumeID", id, "bytes", size)
 	return size, nil

@@ -277,6 +277,7 @@ var chartVariants = map[string][]string{
 		"--set-json", `storageClasses=[{"name":"rds-ext4","isDefault":true,"parameters":{"csi.storage.k8s.io/fstype":"ext4","nvmeAddress":"10.0.0.1"}},{"name":"rds-kubevirt","parameters":{"migrationTimeoutSeconds":600}}]`,
 		"--set-json", `controller.extraArgs=["--nvme-address=10.0.0.1"]`,
 		"--set-json", `node.extraArgs=["--storage-interfaces=eth1"]`,
+		"--set-json", `volumeSnapshotClasses=[{"name":"rds-snapshots","isDefault":true}]`,
 	},
 }
 
@@ -286,7 +287,7 @@ func TestTheChartRendersItsOptions(t *testing.T) {
 	for _, o := range objs {
 		keys[o.Key()] = true
 	}
-	for _, want := range []string{"ServiceMonitor rds-csi/rds-csi", "StorageClass rds-ext4", "StorageClass rds-kubevirt"} {
+	for _, want := range []string{"ServiceMonitor rds-csi/rds-csi", "StorageClass rds-ext4", "StorageClass rds-kubevirt", "VolumeSnapshotClass rds-snapshots"} {
 		if !keys[want] {
 			t.Errorf("no %s rendered", want)
 		}
@@ -296,7 +297,7 @@ func TestTheChartRendersItsOptions(t *testing.T) {
 // Every manifest and every rendering of the chart is accepted by a real
 // kube-apiserver in a server-side dry run with strict field validation.
 // Kinds whose CRD the test bed lacks (ServiceMonitor) are skipped, and
-// named in the log.
+// named in the log; the snapshot CRDs are installed.
 func TestTheAPIServerAcceptsEveryManifest(t *testing.T) {
 	sets := map[string][]packaging.Object{"kustomize build deploy/kubernetes": kustomizeBuild(t)}
 	for name, args := range chartVariants {
@@ -326,6 +327,8 @@ func TestTheAPIServerAcceptsEveryManifest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The VolumeSnapshotClass and VolumeSnapshot examples need their CRDs.
+	installSnapshotCRDs(t.Context(), t, dyn, c.Admin.Discovery())
 	groups, err := restmapper.GetAPIGroupResources(c.Admin.Discovery())
 	if err != nil {
 		t.Fatal(err)

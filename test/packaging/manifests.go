@@ -45,7 +45,31 @@ var strict = k8sjson.NewSerializerWithOptions(k8sjson.DefaultMetaFactory, scheme
 // scheme, so that a typo in them fails as it would for a built-in kind. A
 // kind missing here fails decoding: add its fields.
 var crdFields = map[schema.GroupVersionKind]any{
-	{Group: "monitoring.coreos.com", Version: "v1", Kind: "ServiceMonitor"}: &serviceMonitor{},
+	{Group: "monitoring.coreos.com", Version: "v1", Kind: "ServiceMonitor"}:        &serviceMonitor{},
+	{Group: "snapshot.storage.k8s.io", Version: "v1", Kind: "VolumeSnapshotClass"}: &volumeSnapshotClass{},
+	{Group: "snapshot.storage.k8s.io", Version: "v1", Kind: "VolumeSnapshot"}:      &volumeSnapshot{},
+}
+
+type volumeSnapshotClass struct {
+	APIVersion     string            `json:"apiVersion"`
+	Kind           string            `json:"kind"`
+	Metadata       map[string]any    `json:"metadata"`
+	Driver         string            `json:"driver"`
+	DeletionPolicy string            `json:"deletionPolicy"`
+	Parameters     map[string]string `json:"parameters,omitempty"`
+}
+
+type volumeSnapshot struct {
+	APIVersion string         `json:"apiVersion"`
+	Kind       string         `json:"kind"`
+	Metadata   map[string]any `json:"metadata"`
+	Spec       struct {
+		VolumeSnapshotClassName string `json:"volumeSnapshotClassName,omitempty"`
+		Source                  struct {
+			PersistentVolumeClaimName string `json:"persistentVolumeClaimName,omitempty"`
+			VolumeSnapshotContentName string `json:"volumeSnapshotContentName,omitempty"`
+		} `json:"source"`
+	} `json:"spec"`
 }
 
 type serviceMonitor struct {

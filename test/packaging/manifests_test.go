@@ -146,7 +146,7 @@ func TestTheCSIDriverAgreesWithTheSidecars(t *testing.T) {
 	if _, ok := containerArgs(container(t, ctrl, "csi-provisioner"))["extra-create-metadata"]; !ok {
 		t.Error("the provisioner lacks --extra-create-metadata: the agent's Events would have no PVC")
 	}
-	for _, name := range []string{"csi-provisioner", "csi-attacher", "csi-resizer"} {
+	for _, name := range []string{"csi-provisioner", "csi-attacher", "csi-resizer", "csi-snapshotter"} {
 		if _, ok := containerArgs(container(t, ctrl, name))["leader-election"]; !ok {
 			t.Errorf("%s runs without --leader-election", name)
 		}

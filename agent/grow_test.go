@@ -1,0 +1,61 @@
+package agent_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+
+	"github.com/rds-csi/rds-csi/volume"
+)
+
+// A snapshot restored (or a volume cloned) into a larger volume carries the
+// source's smaller filesystem, and Kubernetes asks for no node expansion:
+// staging it grows the filesystem to the device, data intact.
+func TestStagingACopyLargerThanItsFilesystemGrowsIt(t *testing.T) {
+	for _, fsType := range []string{"ext4", "xfs"} {
+		t.Run(fsType, func(t *testing.T) {
+			if fsType == "ext4" && !hasCapSysResource(t) {
+				t.Skip("SKIPPING ext4 online growth: this process lacks CAP_SYS_RESOURCE (this sandbox withholds it from root); it runs wherever the capability exists")
+			}
+			f := newFixture(t)
+			id, attrs := f.volume("pvc-copy-"+fsType, 512*mib, nil, true)
+			staging, _ := f.paths(id)
+			if err := f.stage(id, staging, fsCap(fsType), attrs); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(staging, "data"), []byte("from the source"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.unstage(id, staging); err != nil {
+				t.Fatal(err)
+			}
+			// The controller copied it into a 1 GiB volume, not blank.
+			if err := os.Truncate(f.file(id), 1024*mib); err != nil {
+				t.Fatal(err)
+			}
+			c, err := volume.ParseContext(attrs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.CreatedBlank = false
+			for range 2 { // a repeated stage is still fine
+				if err := f.stage(id, staging, fsCap(fsType), c.Map()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if b, err := os.ReadFile(filepath.Join(staging, "data")); err != nil || string(b) != "from the source" {
+				t.Fatalf("data after staging the copy: %q %v", b, err)
+			}
+			stats, err := f.node.NodeGetVolumeStats(context.Background(), &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: staging})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if total := stats.GetUsage()[0].GetTotal(); total < 900*mib {
+				t.Fatalf("filesystem is %d bytes on a 1 GiB copy", total)
+			}
+		})
+	}
+}
