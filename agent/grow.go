@@ -18,6 +18,16 @@ import (
 // be worth having unused.
 const growSlack = 64 << 20
 
+// copyMountOptions are the mount options a copy needs: XFS refuses to mount
+// a second filesystem with the UUID of one already mounted, which a restored
+// snapshot or a clone staged beside its source has.
+func copyMountOptions(c volume.Context, fsType string) []string {
+	if !c.CreatedBlank && fsType == "xfs" {
+		return []string{"nouuid"}
+	}
+	return nil
+}
+
 // copySmallerThanDevice tells, before the mount, whether the filesystem of a
 // volume holding a copy (not created blank) is smaller than its device: a
 // snapshot restored, or a volume cloned, into a larger volume carries its

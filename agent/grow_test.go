@@ -59,3 +59,28 @@ func TestStagingACopyLargerThanItsFilesystemGrowsIt(t *testing.T) {
 		})
 	}
 }
+
+// A copy staged on the node where its source is staged has the source's
+// filesystem UUID; XFS refuses that unless told not to check.
+func TestACopyMountsBesideItsSource(t *testing.T) {
+	for _, fsType := range []string{"ext4", "xfs"} {
+		t.Run(fsType, func(t *testing.T) {
+			f := newFixture(t)
+			src, attrs := f.volume("pvc-src-"+fsType, 512*mib, nil, true)
+			srcStaging, _ := f.paths(src)
+			if err := f.stage(src, srcStaging, fsCap(fsType), attrs); err != nil {
+				t.Fatal(err)
+			}
+			// The RDS copies the source while it is in use.
+			data, err := os.ReadFile(f.file(src))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cp, cattrs := f.volume("pvc-cp-"+fsType, 512*mib, data, false)
+			cpStaging, _ := f.paths(cp)
+			if err := f.stage(cp, cpStaging, fsCap(fsType), cattrs); err != nil {
+				t.Fatalf("staging the copy beside its source: %v", err)
+			}
+		})
+	}
+}

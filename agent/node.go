@@ -169,7 +169,7 @@ func (n *Node) stage(ctx context.Context, id, staging string, vc *csi.VolumeCapa
 	if err := os.MkdirAll(staging, 0o750); err != nil {
 		return err
 	}
-	opts := mountOptions(vc)
+	opts := append(mountOptions(vc), copyMountOptions(c, fsType)...)
 	if readOnlyMode(vc) {
 		opts = append(opts, "ro")
 	}
