@@ -14,9 +14,10 @@ import (
 )
 
 // growSlack is how far a filesystem may fall short of its device and still
-// count as covering it: mkfs.xfs leaves a last allocation group too small to
-// be worth having unused.
-const growSlack = 64 << 20
+// count as covering it. Small, so that a copy a few MiB larger than its
+// source grows too; where mkfs.xfs left a tail too small for an allocation
+// group, the growth it costs at each stage is a no-op xfs_growfs.
+const growSlack = 1 << 20
 
 // copyMountOptions are the mount options a copy needs: XFS refuses to mount
 // a second filesystem with the UUID of one already mounted, which a restored
