@@ -182,6 +182,9 @@ func (d *Driver) deleteVolume(ctx context.Context, id string) error {
 		if !d.ours(disk) {
 			return fmt.Errorf("%w: disk %s is exported as %q, not %q: not a volume of this driver", errRefused, id, disk.NQN, volume.NQN(d.opts.NQNPrefix, id))
 		}
+		if err := d.refuseWhileSnapshotted(ctx, id); err != nil {
+			return err
+		}
 		if err := d.removeDisk(ctx, id); err != nil {
 			return err
 		}

@@ -293,14 +293,16 @@ func TestDeleteVolumeFailsWhenARemoveSilentlyDoesNothing(t *testing.T) {
 	if _, err := d.CreateVolume(ctx, createReq("pvc-stuck", gib, nil)); err != nil {
 		t.Fatal(err)
 	}
-	// Command 1 reads the disk; command 2, /disk remove, prints nothing and
+	// Command 1 reads the disk, command 2 lists the disks (for snapshots
+	// still copied from it); command 3, /disk remove, prints nothing and
 	// does nothing.
-	rds.Sim.FailNth(2, "")
+	rds.Sim.FailNth(3, "")
 	if _, err := d.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: "pvc-stuck"}); err == nil {
 		t.Fatal("DeleteVolume reported success while the disk stayed")
 	}
-	// Same for the file: 1 read, 2 remove, 3 read back, 4 /file remove.
-	rds.Sim.FailNth(4, "")
+	// Same for the file: 1 read, 2 list, 3 remove, 4 read back, 5 /file
+	// remove.
+	rds.Sim.FailNth(5, "")
 	if _, err := d.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: "pvc-stuck"}); err == nil {
 		t.Fatal("DeleteVolume reported success while the backing file stayed")
 	}

@@ -239,6 +239,22 @@ func (d *Driver) removeSnapshotLeftovers(ctx context.Context, slot string) error
 	return nil
 }
 
+// refuseWhileSnapshotted refuses to delete a volume that a snapshot is
+// still being copied from: if RouterOS copies in the background, removing
+// the source could cut the copy short (docs/snapshots.md).
+func (d *Driver) refuseWhileSnapshotted(ctx context.Context, id string) error {
+	snaps, err := d.snapshots(ctx, "")
+	if err != nil {
+		return err
+	}
+	for _, s := range snaps {
+		if s.source == id && !s.ready {
+			return fmt.Errorf("%w: snapshot %s of volume %s is still being copied; retry when it is ready", errRefused, s.slot, id)
+		}
+	}
+	return nil
+}
+
 // DeleteSnapshot removes the snapshot's disk and file. It is idempotent and
 // never touches a disk that is not a snapshot.
 func (d *Driver) DeleteSnapshot(ctx context.Context, req *csi.DeleteSnapshotRequest) (*csi.DeleteSnapshotResponse, error) {

@@ -166,7 +166,17 @@ func TestARetryWhileTheCopyRunsIsTheSameSnapshotNotAlreadyExists(t *testing.T) {
 	// Restoring it before it is ready is refused with a retryable code.
 	_, err = f.d.CreateVolume(context.Background(), restoreReq("pvc-early", 64<<20, first.GetSnapshotId()))
 	wantCode(t, err, codes.Unavailable, "still being copied")
+	// Nor is its source deleted while the copy runs.
+	_, err = f.d.DeleteVolume(context.Background(), &csi.DeleteVolumeRequest{VolumeId: "pvc-src"})
+	wantCode(t, err, codes.FailedPrecondition, "still being copied")
+	f.disk(t, "pvc-src")
 	f.waitReady(t, "snap-a", "pvc-src")
+	if _, err := f.d.DeleteVolume(context.Background(), &csi.DeleteVolumeRequest{VolumeId: "pvc-src"}); err != nil {
+		t.Fatalf("deleting the source of a ready snapshot: %v", err)
+	}
+	if s := f.snapshot(t, "snap-a", "pvc-src"); !s.GetReadyToUse() {
+		t.Fatal("the snapshot suffered from its source's deletion")
+	}
 }
 
 func TestTheSameSnapshotNameForAnotherVolumeIsAlreadyExists(t *testing.T) {
