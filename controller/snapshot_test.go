@@ -428,6 +428,22 @@ func TestRestoreAndCloneRefuseWhatTheyCannotDo(t *testing.T) {
 	wantCode(t, err, codes.NotFound, "")
 	_, err = f.d.CreateVolume(ctx, cloneReq("pvc-x", 2*gib, "pvc-none"))
 	wantCode(t, err, codes.NotFound, "")
+	// Source IDs come from the CO: hostile ones never reach RouterOS.
+	for _, id := range []string{`a" ; /system reboot ; "`, `snap-0"] ; /system reboot`, "a\n/system reboot"} {
+		_, err = f.d.CreateVolume(ctx, cloneReq("pvc-x", 2*gib, id))
+		wantCode(t, err, codes.NotFound, "")
+		_, err = f.d.CreateVolume(ctx, restoreReq("pvc-x", 2*gib, id))
+		wantCode(t, err, codes.NotFound, "")
+		_, err = f.d.DeleteSnapshot(ctx, &csi.DeleteSnapshotRequest{SnapshotId: id})
+		if err != nil {
+			t.Fatalf("DeleteSnapshot(%q): %v", id, err)
+		}
+	}
+	for _, c := range f.rds.Sim.Commands() {
+		if strings.Contains(c, "reboot") {
+			t.Fatalf("a hostile source ID reached RouterOS: %s", c)
+		}
+	}
 	// A volume of the same name made from another source, or none, is
 	// judged by what the RDS shows: its export identity.
 	if _, err := f.d.CreateVolume(ctx, createReq("pvc-plain", 2*gib, map[string]string{ParamNVMePort: "4421"})); err != nil {
