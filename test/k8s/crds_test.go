@@ -2,10 +2,10 @@ package k8s
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -31,13 +31,19 @@ var snapshotCRDs = []string{
 // apiserver serves their kinds.
 func installSnapshotCRDs(ctx context.Context, t *testing.T, dyn dynamic.Interface, disc discovery.DiscoveryInterface) {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}", "github.com/kubernetes-csi/external-snapshotter/client/v8")
+	// go mod download fetches the module if the cache lacks it (binaries
+	// cached elsewhere may have spared the build that would have).
+	cmd := exec.CommandContext(ctx, "go", "mod", "download", "-json", "github.com/kubernetes-csi/external-snapshotter/client/v8")
 	cmd.Dir = filepath.Join(repoRoot(t), "test", "k8s", "tools", "sidecars")
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("finding the snapshot CRDs (go list -m in %s): %v", cmd.Dir, err)
+		t.Fatalf("finding the snapshot CRDs (go mod download in %s): %v\n%s", cmd.Dir, err, out)
 	}
-	dir := filepath.Join(strings.TrimSpace(string(out)), "config", "crd")
+	var mod struct{ Dir string }
+	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
+		t.Fatalf("go mod download -json printed no module directory (%v): %s", err, out)
+	}
+	dir := filepath.Join(mod.Dir, "config", "crd")
 	crds := dyn.Resource(schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"})
 	for _, name := range snapshotCRDs {
 		data, err := os.ReadFile(filepath.Join(dir, name))
