@@ -52,6 +52,8 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzParseBytes -fuzztime=$(FUZZTIME) ./controller/routeros/
 	$(GO) test -run='^$$' -fuzz=FuzzDiskRoundTrip -fuzztime=$(FUZZTIME) ./controller/routeros/
 	$(GO) test -run='^$$' -fuzz=FuzzCommandsCannotBeInjected -fuzztime=$(FUZZTIME) ./controller/routeros/
+	$(GO) test -run='^$$' -fuzz=FuzzDiskCopyCannotBeInjected -fuzztime=$(FUZZTIME) ./controller/routeros/
+	$(GO) test -run='^$$' -fuzz=FuzzParseSnapshotFile -fuzztime=$(FUZZTIME) ./controller/
 
 $(GOBIN)/golangci-lint:
 	$(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)

@@ -521,3 +521,23 @@ func TestParseSnapshotFileAcceptsOnlyWhatItWrote(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseSnapshotFile: whatever RouterOS prints as a file path, the parser
+// never panics, and what it accepts is exactly a name this driver writes.
+func FuzzParseSnapshotFile(f *testing.F) {
+	f.Add("/storage-pool/csi/" + snapshotSlot("x") + ".1700000000.4096.pvc-a.img")
+	f.Add("/storage-pool/csi/pvc-a.img")
+	f.Add(snapshotSlot("y") + ".0.1.a.b.c.img")
+	f.Fuzz(func(t *testing.T, p string) {
+		m, ok := parseSnapshotFile(p)
+		if !ok {
+			return
+		}
+		if got := m.fileName(); got != filepath.Base(p) {
+			t.Fatalf("%q parsed as %+v, which names %q", p, m, got)
+		}
+		if !snapshotSlotRE.MatchString(m.slot) || !volume.ValidID(m.source) || m.size <= 0 {
+			t.Fatalf("%q parsed as %+v", p, m)
+		}
+	})
+}
