@@ -31,6 +31,7 @@ var controllerCaps = []csi.ControllerServiceCapability_RPC_Type{
 	csi.ControllerServiceCapability_RPC_LIST_VOLUMES,
 	csi.ControllerServiceCapability_RPC_GET_CAPACITY,
 	csi.ControllerServiceCapability_RPC_EXPAND_VOLUME,
+	csi.ControllerServiceCapability_RPC_PUBLISH_UNPUBLISH_VOLUME,
 }
 
 // ControllerGetCapabilities lists what the controller implements.
@@ -455,8 +456,14 @@ func toStatus(err error) error {
 	if errors.Is(err, errMismatch) {
 		return status.Error(codes.AlreadyExists, err.Error())
 	}
-	if errors.Is(err, errRefused) {
+	if errors.Is(err, errRefused) || errors.Is(err, errConflict) {
 		return status.Error(codes.FailedPrecondition, err.Error())
+	}
+	if errors.Is(err, errHandOff) {
+		return status.Error(codes.Aborted, err.Error())
+	}
+	if errors.Is(err, errFenceMismatch) {
+		return status.Error(codes.Internal, err.Error())
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return status.Error(codes.DeadlineExceeded, err.Error())
