@@ -458,7 +458,9 @@ func TestADualAttachmentPastItsTimeoutIsReportedOnce(t *testing.T) {
 	id := b.volume(t, "pvc-stuck", rwxBlock)
 	must(t, b.publish(id, "node-a", rwxBlock)) // volume context: 120 s
 	must(t, b.publish(id, "node-b", rwxBlock))
-	timeouts := func() float64 { return testutil.ToFloat64(b.d.migration.results.WithLabelValues(migrationResultTimeout)) }
+	timeouts := func() float64 {
+		return testutil.ToFloat64(b.d.migration.results.WithLabelValues(migrationResultTimeout))
+	}
 	for range 23 { // 115 s: not yet
 		b.clock.Step(5 * time.Second)
 	}
