@@ -13,9 +13,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
+	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/rds-csi/rds-csi/controller/routeros"
+	"github.com/rds-csi/rds-csi/kube"
 	"github.com/rds-csi/rds-csi/test/harness"
 	"github.com/rds-csi/rds-csi/test/rdssim"
 	"github.com/rds-csi/rds-csi/volume"
@@ -610,4 +615,59 @@ func wantHistogramCount(t *testing.T, reg *prometheus.Registry, n uint64) {
 		}
 	}
 	t.Error("rds_migration_duration_seconds is not registered")
+}
+
+// After a restart the state comes back from the cluster's VolumeAttachments
+// (client-go's fake API behind the real kube.Watcher): the holder of a
+// ReadWriteOnce volume still blocks, and a migration's source is the older
+// attachment.
+func TestTheStateIsRebuiltFromVolumeAttachments(t *testing.T) {
+	b := newPublishBed(t, true, nil)
+	rwoID := b.volume(t, "pvc-kept", rwo)
+	rwxID := b.volume(t, "pvc-moving", rwxBlock)
+	t0 := b.clock.Now().Add(-time.Minute)
+	pv := func(name, id string) *corev1.PersistentVolume {
+		return &corev1.PersistentVolume{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: corev1.PersistentVolumeSpec{PersistentVolumeSource: corev1.PersistentVolumeSource{CSI: &corev1.CSIPersistentVolumeSource{
+				Driver: DefaultDriverName, VolumeHandle: id, VolumeAttributes: map[string]string{volume.KeyMigrationTimeout: "60"},
+			}}},
+		}
+	}
+	va := func(pv, node string, created time.Time) *storagev1.VolumeAttachment {
+		return &storagev1.VolumeAttachment{
+			ObjectMeta: metav1.ObjectMeta{Name: pv + "-" + node, CreationTimestamp: metav1.NewTime(created)},
+			Spec:       storagev1.VolumeAttachmentSpec{Attacher: DefaultDriverName, NodeName: node, Source: storagev1.VolumeAttachmentSource{PersistentVolumeName: &pv}},
+			Status:     storagev1.VolumeAttachmentStatus{Attached: true},
+		}
+	}
+	client := fake.NewClientset(
+		pv("pv-kept", rwoID), pv("pv-moving", rwxID),
+		va("pv-kept", "node-1", t0),
+		va("pv-moving", "node-b", t0.Add(20*time.Second)), va("pv-moving", "node-a", t0),
+		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}},
+		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-2"}},
+		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}},
+		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-b"}},
+	)
+	rec := kube.NewRecorder(client, "rds-csi-controller", "test", prometheus.NewRegistry())
+	t.Cleanup(rec.Shutdown)
+	w, err := kube.NewWatcher(client, DefaultDriverName, rec)
+	must(t, err)
+	must(t, w.Start(t.Context(), 10*time.Second))
+	t.Cleanup(w.Stop)
+
+	opts := b.d.opts
+	d := New(opts, b.rds.Disks, WithCluster(w, w), WithClock(b.clock))
+	_, err = d.ControllerPublishVolume(context.Background(), &csi.ControllerPublishVolumeRequest{VolumeId: rwoID, NodeId: "node-2", VolumeCapability: rwo})
+	wantCode(t, err, codes.FailedPrecondition, "attached to node node-1")
+	if got := d.attached.get(rwxID).names(); !slices.Equal(got, []string{"node-a", "node-b"}) {
+		t.Fatalf("migration nodes %v, want source node-a first", got)
+	}
+	if got := d.attached.get(rwxID).migrationTimeout; got != time.Minute {
+		t.Errorf("migration timeout %s, want the PV's 60 s", got)
+	}
+	if got := testutil.ToFloat64(d.migration.active); got != 1 {
+		t.Errorf("active migrations %v after the restart, want 1", got)
+	}
 }

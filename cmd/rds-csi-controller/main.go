@@ -19,6 +19,7 @@ import (
 
 	"github.com/rds-csi/rds-csi/controller"
 	"github.com/rds-csi/rds-csi/controller/routeros"
+	"github.com/rds-csi/rds-csi/kube"
 	"github.com/rds-csi/rds-csi/rpc"
 	"github.com/rds-csi/rds-csi/volume"
 )
@@ -42,7 +43,13 @@ type flags struct {
 	insecureHostKey bool
 	commandTimeout  time.Duration
 	maxSessions     int
+	kubeconfig      string
 }
+
+// cacheSyncTimeout bounds the wait for the VolumeAttachment, PV and Node
+// caches at start: the attachment state is rebuilt from them before the
+// controller serves.
+const cacheSyncTimeout = 2 * time.Minute
 
 func parseFlags(args []string) (*flags, error) {
 	f := &flags{}
@@ -65,6 +72,9 @@ func parseFlags(args []string) (*flags, error) {
 	fs.BoolVar(&f.insecureHostKey, "rds-insecure-skip-host-key-check", false, "accept any RDS host key (insecure: for first contact only)")
 	fs.DurationVar(&f.commandTimeout, "rds-command-timeout", 30*time.Second, "deadline of every RouterOS command")
 	fs.IntVar(&f.maxSessions, "rds-max-sessions", 8, "concurrent RouterOS commands on the one SSH connection")
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster; empty uses the in-cluster service account. The API is required: attachments are kept against VolumeAttachments")
+	fs.DurationVar(&f.driver.RWOGracePeriod, "rwo-grace-period", 10*time.Second, "sequential hand-off of a ReadWriteOnce volume: how long a holder whose VolumeAttachment is being deleted is waited for (Aborted, retried) before the next node gets FailedPrecondition, and how long a holder without a VolumeAttachment is trusted before it is released as stale; never allows two nodes at once")
+	fs.BoolVar(&f.driver.TargetFencing, "target-fencing", false, "restrict each disk's NVMe/TCP export to the host NQNs of the nodes it is published to (nvme-tcp-server-allow-host-name), verified by read-back; opt-in until its semantics are confirmed on your RDS (docs/fencing.md)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -114,7 +124,7 @@ func main() {
 }
 
 func run(ctx context.Context, f *flags) error {
-	klog.InfoS("Starting rds-csi-controller", "version", version, "commit", commit, "driver", f.driver.DriverName, "rds", f.rdsAddress)
+	klog.InfoS("Starting rds-csi-controller", "version", version, "commit", commit, "driver", f.driver.DriverName, "rds", f.rdsAddress, "targetFencing", f.driver.TargetFencing, "rwoGracePeriod", f.driver.RWOGracePeriod)
 	keyPEM, err := os.ReadFile(f.rdsKeyFile)
 	if err != nil {
 		return fmt.Errorf("reading the SSH private key: %w", err)
@@ -146,7 +156,27 @@ func run(ctx context.Context, f *flags) error {
 	}
 	defer func() { _ = client.Close() }()
 
-	driver := controller.New(f.driver, routeros.NewDisks(client))
+	kc, err := kube.NewClientset(f.kubeconfig, "rds-csi-controller/"+version)
+	if err != nil {
+		return fmt.Errorf("the controller keeps attachments against the cluster's VolumeAttachments and needs its API (run in the cluster or pass --kubeconfig): %w", err)
+	}
+	host, _ := os.Hostname()
+	recorder := kube.NewRecorder(kc, "rds-csi-controller", host, reg)
+	defer recorder.Shutdown()
+	watcher, err := kube.NewWatcher(kc, f.driver.DriverName, recorder)
+	if err != nil {
+		return err
+	}
+	if err := watcher.Start(ctx, cacheSyncTimeout); err != nil {
+		return err
+	}
+	defer watcher.Stop()
+
+	driver := controller.New(f.driver, routeros.NewDisks(client), controller.WithCluster(watcher, watcher), controller.WithMetrics(reg))
+	if err := watcher.OnNodeDeleted(func(node string) { go driver.ReleaseNode(ctx, node) }); err != nil {
+		return err
+	}
+	go driver.WatchMigrations(ctx, 0)
 	srv := rpc.NewServer(f.driver.DriverName, rpc.NewMetrics(reg))
 	csi.RegisterIdentityServer(srv, driver)
 	csi.RegisterControllerServer(srv, driver)
