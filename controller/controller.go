@@ -165,9 +165,9 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 		// Nothing this driver created can have that ID: already deleted.
 		return &csi.DeleteVolumeResponse{}, nil
 	}
-	release, ok := d.inFlight.TryAcquire(id)
-	if !ok {
-		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is in progress", id)
+	release, err := d.acquire(id)
+	if err != nil {
+		return nil, err
 	}
 	defer release()
 	if err := d.deleteVolume(ctx, id); err != nil {
@@ -267,9 +267,9 @@ func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.Controller
 	if err != nil {
 		return nil, status.Error(codes.OutOfRange, err.Error())
 	}
-	release, ok := d.inFlight.TryAcquire(id)
-	if !ok {
-		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is in progress", id)
+	release, err := d.acquire(id)
+	if err != nil {
+		return nil, err
 	}
 	defer release()
 

@@ -14,6 +14,8 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"k8s.io/utils/clock"
 
 	"github.com/rds-csi/rds-csi/controller/routeros"
@@ -148,4 +150,14 @@ func poolOf(base string) string {
 // disks it lists or deletes.
 func (d *Driver) ours(disk routeros.Disk) bool {
 	return disk.Type == "file" && disk.NQN == volume.NQN(d.opts.NQNPrefix, disk.Slot)
+}
+
+// acquire takes volume id's in-flight key, or answers Aborted: the CSI
+// sidecars retry, and a second operation must not race the first.
+func (d *Driver) acquire(id string) (release func(), err error) {
+	release, ok := d.inFlight.TryAcquire(id)
+	if !ok {
+		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is in progress", id)
+	}
+	return release, nil
 }

@@ -73,9 +73,9 @@ func (d *Driver) ControllerPublishVolume(ctx context.Context, req *csi.Controlle
 	if d.view != nil && !d.view.NodeExists(node) {
 		return nil, status.Errorf(codes.NotFound, "node %q is not a node of the cluster", node)
 	}
-	release, ok := d.inFlight.TryAcquire(id)
-	if !ok {
-		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is in progress", id)
+	release, err := d.acquire(id)
+	if err != nil {
+		return nil, err
 	}
 	defer release()
 
@@ -207,9 +207,9 @@ func (d *Driver) ControllerUnpublishVolume(ctx context.Context, req *csi.Control
 	if !volume.ValidID(id) {
 		return &csi.ControllerUnpublishVolumeResponse{}, nil
 	}
-	release, ok := d.inFlight.TryAcquire(id)
-	if !ok {
-		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is in progress", id)
+	release, err := d.acquire(id)
+	if err != nil {
+		return nil, err
 	}
 	defer release()
 	if err := d.unpublish(ctx, id, node, "unpublished"); err != nil {
