@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/rds-csi/rds-csi/controller"
 	"github.com/rds-csi/rds-csi/controller/routeros"
 	"github.com/rds-csi/rds-csi/kube"
 	"github.com/rds-csi/rds-csi/test/k8s/cluster"
@@ -208,7 +209,7 @@ func (b *bed) wantAllowed(t *testing.T, slot string, nodes ...string) {
 		t.Fatalf("disk %s is gone", slot)
 	}
 	got := routeros.SplitAllowedHosts(disk.AllowHostName)
-	want := []string{"nqn.2026-11.dev.csi.rds:nobody"}
+	want := []string{controller.FencedHostNQN}
 	if len(nodes) > 0 {
 		want = want[:0]
 		for _, n := range nodes {
