@@ -151,6 +151,24 @@ func (s *attachments) put(id string, a attachment) {
 	s.vols[id] = &a
 }
 
+// remove drops node from the volume's record and returns the record as it
+// was, in one step: the timeout check cannot slip in between.
+func (s *attachments) remove(id, node string) (before attachment, removed bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.vols[id]
+	if a == nil || a.index(node) < 0 {
+		return attachment{}, false
+	}
+	before = *a
+	before.nodes = slices.Clone(a.nodes)
+	a.nodes = slices.DeleteFunc(a.nodes, func(n attachedNode) bool { return n.node == node })
+	if len(a.nodes) == 0 {
+		delete(s.vols, id)
+	}
+	return before, true
+}
+
 // volumesOf lists the volumes attached to node.
 func (s *attachments) volumesOf(node string) []string {
 	s.mu.Lock()

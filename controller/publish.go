@@ -253,17 +253,15 @@ func (d *Driver) detach(ctx context.Context, disk routeros.Disk, node, why strin
 	if err := d.unfence(ctx, disk, node); err != nil {
 		return err
 	}
-	rec := d.attached.get(id)
-	i := rec.index(node)
-	if i < 0 {
+	rec, removed := d.attached.remove(id, node)
+	if !removed {
 		return nil
 	}
+	i := rec.index(node)
 	migrating, since := rec.migrating()
-	rest := rec
-	rest.nodes = slices.Delete(slices.Clone(rec.nodes), i, i+1)
-	d.attached.put(id, rest)
-	klog.InfoS("Volume unpublished", "volumeID", id, "node", node, "why", why, "nodes", rest.names())
-	d.annotate(ctx, id, rest.names())
+	rest := d.attached.get(id).names()
+	klog.InfoS("Volume unpublished", "volumeID", id, "node", node, "why", why, "nodes", rest)
+	d.annotate(ctx, id, rest)
 	d.event(id, eventNormal, ReasonVolumeDetached, fmt.Sprintf("Detached from node %s (%s)", node, why))
 	if migrating {
 		d.endMigration(id, rec, i == 0, d.clock.Now().Sub(since))
