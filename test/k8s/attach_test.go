@@ -260,3 +260,46 @@ func (b *bed) waitEvents(t *testing.T, claim, reason string, n int) {
 		t.Fatal(err)
 	}
 }
+
+// Deleting a Node releases what it held: node-1 holds a ReadWriteOnce
+// volume; once the Node object of node-1 is deleted, the controller
+// (watching Nodes, with no other call to prompt it) unpublishes node-1: the
+// RDS admits nobody and the PV record is cleared. node-2 then attaches, and
+// node-1's VolumeAttachment, deleted afterwards, detaches without an error.
+func TestADeletedNodeReleasesItsAttachments(t *testing.T) {
+	b := newBed(t)
+	ctx := t.Context()
+	for _, n := range []string{"node-1", "node-2"} {
+		if err := cluster.RegisterNode(ctx, b.client, n, n, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.createPVC(t, "held", "rds", "1Gi", false)
+	pv := b.waitBound(t, "held")
+	slot := pv.Spec.CSI.VolumeHandle
+	b.attach(t, pv.Name, "node-1")
+
+	if err := b.client.CoreV1().Nodes().Delete(ctx, "node-1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	err := cluster.WaitFor(ctx, flowTimeout, "the RDS to stop admitting the deleted node-1", func(context.Context) (bool, string, error) {
+		disk, found := b.disk(t, slot)
+		if !found {
+			return false, "", fmt.Errorf("disk %s is gone", slot)
+		}
+		return disk.AllowHostName == controller.FencedHostNQN, "allowed hosts " + disk.AllowHostName, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The Event follows the PV's annotation.
+	b.waitEvents(t, "held", "VolumeDetached", 1)
+	b.wantRecorded(t, pv.Name)
+
+	b.attach(t, pv.Name, "node-2")
+	b.wantAllowed(t, slot, "node-2")
+	b.detach(t, pv.Name, "node-1")
+	b.wantAllowed(t, slot, "node-2")
+	b.detach(t, pv.Name, "node-2")
+	b.deletePVC(t, "held", pv)
+}
