@@ -31,11 +31,7 @@ import (
 func TestReadWriteOnceAttachesToOneNodeAtATime(t *testing.T) {
 	b := newBed(t)
 	ctx := t.Context()
-	for _, n := range []string{"node-1", "node-2"} {
-		if err := cluster.RegisterNode(ctx, b.client, n, n, false); err != nil {
-			t.Fatal(err)
-		}
-	}
+	b.registerNodes(t, "node-1", "node-2")
 	b.createPVC(t, "rwo", "rds", "1Gi", false)
 	pv := b.waitBound(t, "rwo")
 	slot := pv.Spec.CSI.VolumeHandle
@@ -95,11 +91,7 @@ func TestReadWriteOnceAttachesToOneNodeAtATime(t *testing.T) {
 func TestReadWriteManyBlockAttachesTwoNodesForAMigration(t *testing.T) {
 	b := newBed(t)
 	ctx := t.Context()
-	for _, n := range []string{"node-a", "node-b", "node-c"} {
-		if err := cluster.RegisterNode(ctx, b.client, n, n, false); err != nil {
-			t.Fatal(err)
-		}
-	}
+	b.registerNodes(t, "node-a", "node-b", "node-c")
 	claim := cluster.PVC("vm-disk", "rds", "1Gi", true)
 	claim.Spec.AccessModes = []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany}
 	claim.Spec.Resources.Requests[corev1.ResourceStorage] = resource.MustParse("1Gi")
@@ -133,6 +125,16 @@ func TestReadWriteManyBlockAttachesTwoNodesForAMigration(t *testing.T) {
 	b.detach(t, pv.Name, "node-c")
 	b.wantAllowed(t, slot)
 	b.deletePVC(t, "vm-disk", pv)
+}
+
+// registerNodes registers Nodes whose node IDs are their names.
+func (b *bed) registerNodes(t *testing.T, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if err := cluster.RegisterNode(t.Context(), b.client, n, n, false); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // attach creates the VolumeAttachment of pv on node and waits until it is
@@ -269,11 +271,7 @@ func (b *bed) waitEvents(t *testing.T, claim, reason string, n int) {
 func TestADeletedNodeReleasesItsAttachments(t *testing.T) {
 	b := newBed(t)
 	ctx := t.Context()
-	for _, n := range []string{"node-1", "node-2"} {
-		if err := cluster.RegisterNode(ctx, b.client, n, n, false); err != nil {
-			t.Fatal(err)
-		}
-	}
+	b.registerNodes(t, "node-1", "node-2")
 	b.createPVC(t, "held", "rds", "1Gi", false)
 	pv := b.waitBound(t, "held")
 	slot := pv.Spec.CSI.VolumeHandle
