@@ -369,14 +369,18 @@ func (d *Driver) ReleaseNode(ctx context.Context, node string) {
 	}
 }
 
-// releaseRetry paces ReleaseNode's retries of a busy volume.
-const releaseRetry = time.Second
+// releaseRetry paces ReleaseNode's retries of a busy volume, and
+// releaseTimeout bounds each attempt (a few RouterOS commands).
+const (
+	releaseRetry   = time.Second
+	releaseTimeout = time.Minute
+)
 
 func (d *Driver) releaseFrom(ctx context.Context, id, node string) {
 	for {
 		release, ok := d.inFlight.TryAcquire(id)
 		if ok {
-			opCtx, cancel := context.WithTimeout(ctx, reportTimeout+time.Minute)
+			opCtx, cancel := context.WithTimeout(ctx, releaseTimeout)
 			err := d.unpublish(opCtx, id, node, "the Node was deleted")
 			cancel()
 			release()

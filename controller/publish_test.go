@@ -671,3 +671,25 @@ func TestTheStateIsRebuiltFromVolumeAttachments(t *testing.T) {
 		t.Errorf("active migrations %v after the restart, want 1", got)
 	}
 }
+
+func TestReleasingADeletedNodeWaitsForABusyVolume(t *testing.T) {
+	b := newPublishBed(t, true, nil)
+	id := b.volume(t, "pvc-busy", rwo)
+	must(t, b.publish(id, "node-1", rwo))
+	release, ok := b.d.inFlight.TryAcquire(id)
+	if !ok {
+		t.Fatal("volume busy")
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); b.d.ReleaseNode(context.Background(), "node-1") }()
+	waitUntil(t, "the release to wait for its retry", b.clock.HasWaiters)
+	if got, want := b.allowed(t, id), hostNQNs("node-1"); !slices.Equal(got, want) {
+		t.Fatalf("released while another operation held the volume: the RDS admits %q", got)
+	}
+	release()
+	b.clock.Step(releaseRetry)
+	<-done
+	if got := b.allowed(t, id); !slices.Equal(got, []string{FencedHostNQN}) {
+		t.Fatalf("after the retry the RDS admits %q, want nobody", got)
+	}
+}
