@@ -102,6 +102,8 @@ func (d *Driver) publish(ctx context.Context, disk routeros.Disk, node string, m
 		return d.fence(ctx, disk, rec.names())
 	}
 	now := d.clock.Now()
+	before := rec
+	before.nodes = slices.Clone(rec.nodes)
 	released, err := d.pruneStale(id, &rec, now)
 	if err != nil {
 		return err
@@ -135,6 +137,11 @@ func (d *Driver) publish(ctx context.Context, disk routeros.Disk, node string, m
 
 	for _, r := range released {
 		d.event(id, eventNormal, ReasonVolumeDetached, fmt.Sprintf("Released the stale attachment of node %s (%s) so that %s can attach", r.node, r.why, node))
+	}
+	if migrating, since := before.migrating(); migrating && len(released) > 0 {
+		// A migration whose node was released ended then, like a detach.
+		sourceLeft := slices.ContainsFunc(released, func(r releasedNode) bool { return r.node == before.nodes[0].node })
+		d.endMigration(id, before, sourceLeft, now.Sub(since))
 	}
 	d.annotate(ctx, id, rec.names())
 	d.event(id, eventNormal, ReasonVolumeAttached, fmt.Sprintf("Attached to node %s", node))

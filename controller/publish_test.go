@@ -693,3 +693,27 @@ func TestReleasingADeletedNodeWaitsForABusyVolume(t *testing.T) {
 		t.Fatalf("after the retry the RDS admits %q, want nobody", got)
 	}
 }
+
+// A migration whose target's Node is deleted, found when a third node asks,
+// ends as a rollback (counted once), and the third node becomes the new
+// target beside the source.
+func TestAMigrationWhoseTargetNodeIsGoneEndsWhenItIsReleased(t *testing.T) {
+	b := newPublishBed(t, true, nil)
+	id := b.volume(t, "pvc-lost-target", rwxBlock)
+	must(t, b.publish(id, "node-a", rwxBlock))
+	must(t, b.publish(id, "node-b", rwxBlock))
+	b.view.deleteNode("node-b")
+	must(t, b.publish(id, "node-c", rwxBlock))
+	if got := testutil.ToFloat64(b.d.migration.results.WithLabelValues(migrationResultFailed)); got != 1 {
+		t.Errorf("failed migrations %v, want 1", got)
+	}
+	if got, want := b.allowed(t, id), hostNQNs("node-a", "node-c"); !slices.Equal(got, want) {
+		t.Errorf("the RDS admits %q, want %q", got, want)
+	}
+	if got := b.reporter.withReason(ReasonMigrationStarted); len(got) != 2 {
+		t.Errorf("MigrationStarted events %q, want two", got)
+	}
+	if got := testutil.ToFloat64(b.d.migration.active); got != 1 {
+		t.Errorf("active migrations %v, want 1", got)
+	}
+}
