@@ -459,6 +459,9 @@ func toStatus(err error) error {
 	if errors.Is(err, errRefused) || errors.Is(err, errConflict) {
 		return status.Error(codes.FailedPrecondition, err.Error())
 	}
+	if errors.Is(err, errBadContext) {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
 	if errors.Is(err, errHandOff) {
 		return status.Error(codes.Aborted, err.Error())
 	}

@@ -36,6 +36,8 @@ var (
 	errConflict = errors.New("volume is attached to another node")
 	// errHandOff: the holder's detach is under way; retry soon.
 	errHandOff = errors.New("volume is being handed off")
+	// errBadContext: the volume context holds a value that cannot be read.
+	errBadContext = errors.New("invalid volume context")
 	// errFenceMismatch: the RDS did not take the allowed host list.
 	errFenceMismatch = errors.New("the RDS shows another allowed host list than was set")
 )
@@ -59,14 +61,6 @@ func (d *Driver) ControllerPublishVolume(ctx context.Context, req *csi.Controlle
 	if err := checkCapabilities([]*csi.VolumeCapability{vc}); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	timeout := volume.DefaultMigrationTimeout
-	if v, ok := req.GetVolumeContext()[volume.KeyMigrationTimeout]; ok {
-		t, err := volume.ParseMigrationTimeout(v)
-		if err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "volume context %s: %v", volume.KeyMigrationTimeout, err)
-		}
-		timeout = t
-	}
 	if !volume.ValidID(id) {
 		return nil, status.Errorf(codes.NotFound, "volume %q does not exist", id)
 	}
@@ -87,13 +81,13 @@ func (d *Driver) ControllerPublishVolume(ctx context.Context, req *csi.Controlle
 		return nil, toStatus(fmt.Errorf("%w: disk %s is exported as %q: not a volume of this driver", errRefused, id, disk.NQN))
 	}
 	multi := vc.GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER
-	if err := d.publish(ctx, disk, node, multi, timeout); err != nil {
+	if err := d.publish(ctx, disk, node, multi, req.GetVolumeContext()); err != nil {
 		return nil, toStatus(err)
 	}
 	return &csi.ControllerPublishVolumeResponse{}, nil
 }
 
-func (d *Driver) publish(ctx context.Context, disk routeros.Disk, node string, multi bool, timeout time.Duration) error {
+func (d *Driver) publish(ctx context.Context, disk routeros.Disk, node string, multi bool, vctx map[string]string) error {
 	id := disk.Slot
 	rec := d.attached.get(id)
 	if rec.index(node) >= 0 {
@@ -124,6 +118,13 @@ func (d *Driver) publish(ctx context.Context, disk routeros.Disk, node string, m
 		}
 		return d.conflict(id, node, fmt.Errorf("%w: volume %s is attached to nodes %s and %s for %s; at most %d nodes may attach a ReadWriteMany block volume, so %s cannot",
 			errConflict, id, rec.nodes[0].node, rec.nodes[1].node, state, maxAttachedNodes, node))
+	}
+	timeout := volume.DefaultMigrationTimeout
+	if v, ok := vctx[volume.KeyMigrationTimeout]; ok && secondary {
+		// Checked before the secondary attachment: its bound must be known.
+		if timeout, err = volume.ParseMigrationTimeout(v); err != nil {
+			return fmt.Errorf("%w: volume context %s: %w", errBadContext, volume.KeyMigrationTimeout, err)
+		}
 	}
 	if err := d.fence(ctx, disk, append(rec.names(), node)); err != nil {
 		return err

@@ -274,7 +274,6 @@ func TestPublishValidatesItsRequest(t *testing.T) {
 		{&csi.ControllerPublishVolumeRequest{NodeId: "node-1", VolumeCapability: rwo}, codes.InvalidArgument},
 		{&csi.ControllerPublishVolumeRequest{VolumeId: id, VolumeCapability: rwo}, codes.InvalidArgument},
 		{&csi.ControllerPublishVolumeRequest{VolumeId: id, NodeId: "node-1"}, codes.InvalidArgument},
-		{&csi.ControllerPublishVolumeRequest{VolumeId: id, NodeId: "node-1", VolumeCapability: rwo, VolumeContext: map[string]string{volume.KeyMigrationTimeout: "soon"}}, codes.InvalidArgument},
 		{&csi.ControllerPublishVolumeRequest{VolumeId: "pvc-missing", NodeId: "node-1", VolumeCapability: rwo}, codes.NotFound},
 	} {
 		_, err := b.d.ControllerPublishVolume(ctx, tt.req)
@@ -283,6 +282,26 @@ func TestPublishValidatesItsRequest(t *testing.T) {
 	b.view.deleteNode("node-x")
 	_, err := b.d.ControllerPublishVolume(ctx, &csi.ControllerPublishVolumeRequest{VolumeId: id, NodeId: "node-x", VolumeCapability: rwo})
 	wantCode(t, err, codes.NotFound, "node-x")
+}
+
+// The migration timeout is read before a secondary attachment, and one that
+// cannot be read refuses it, changing nothing; a single attachment does not
+// need it.
+func TestAnUnreadableMigrationTimeoutRefusesTheSecondaryAttachment(t *testing.T) {
+	b := newPublishBed(t, true, nil)
+	id := b.volume(t, "pvc-badctx", rwxBlock)
+	req := func(node string) *csi.ControllerPublishVolumeRequest {
+		b.view.add(id, node)
+		return &csi.ControllerPublishVolumeRequest{VolumeId: id, NodeId: node, VolumeCapability: rwxBlock, VolumeContext: map[string]string{volume.KeyMigrationTimeout: "soon"}}
+	}
+	if _, err := b.d.ControllerPublishVolume(context.Background(), req("node-a")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := b.d.ControllerPublishVolume(context.Background(), req("node-b"))
+	wantCode(t, err, codes.InvalidArgument, volume.KeyMigrationTimeout)
+	if got, want := b.allowed(t, id), hostNQNs("node-a"); !slices.Equal(got, want) {
+		t.Errorf("the RDS admits %q, want %q", got, want)
+	}
 }
 
 func TestUnpublishIsIdempotent(t *testing.T) {
