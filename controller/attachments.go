@@ -169,6 +169,22 @@ func (s *attachments) remove(id, node string) (before attachment, removed bool) 
 	return before, true
 }
 
+// nodes lists every node some volume is attached to.
+func (s *attachments) nodes() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, a := range s.vols {
+		for _, n := range a.nodes {
+			if !slices.Contains(out, n.node) {
+				out = append(out, n.node)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // volumesOf lists the volumes attached to node.
 func (s *attachments) volumesOf(node string) []string {
 	s.mu.Lock()

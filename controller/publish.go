@@ -377,6 +377,22 @@ func (d *Driver) ReleaseNode(ctx context.Context, node string) {
 	}
 }
 
+// ReleaseDeletedNodes releases the attachments of every node that is no
+// longer in the cluster: Nodes deleted while the controller was away. Call
+// it once the handler of Node deletions is in place, so that none is
+// missed between the two.
+func (d *Driver) ReleaseDeletedNodes(ctx context.Context) {
+	if d.view == nil {
+		return
+	}
+	for _, node := range d.attached.nodes() {
+		if !d.view.NodeExists(node) {
+			klog.InfoS("Releasing the attachments of a Node deleted while the controller was away", "node", node)
+			d.ReleaseNode(ctx, node)
+		}
+	}
+}
+
 // releaseRetry paces ReleaseNode's retries of a busy volume, and
 // releaseTimeout bounds each attempt (a few RouterOS commands).
 const (

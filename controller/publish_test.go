@@ -644,6 +644,8 @@ func TestTheStateIsRebuiltFromVolumeAttachments(t *testing.T) {
 	b := newPublishBed(t, true, nil)
 	rwoID := b.volume(t, "pvc-kept", rwo)
 	rwxID := b.volume(t, "pvc-moving", rwxBlock)
+	orphanID := b.volume(t, "pvc-orphan", rwo)
+	must(t, b.rds.Disks.SetAllowedHosts(context.Background(), orphanID, hostNQNs("node-deleted-meanwhile")))
 	t0 := b.clock.Now().Add(-time.Minute)
 	pv := func(name, id string) *corev1.PersistentVolume {
 		return &corev1.PersistentVolume{
@@ -664,6 +666,7 @@ func TestTheStateIsRebuiltFromVolumeAttachments(t *testing.T) {
 		pv("pv-kept", rwoID), pv("pv-moving", rwxID),
 		va("pv-kept", "node-1", t0),
 		va("pv-moving", "node-b", t0.Add(20*time.Second)), va("pv-moving", "node-a", t0),
+		pv("pv-orphan", orphanID), va("pv-orphan", "node-deleted-meanwhile", t0),
 		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}},
 		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-2"}},
 		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}},
@@ -688,6 +691,21 @@ func TestTheStateIsRebuiltFromVolumeAttachments(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(d.migration.active); got != 1 {
 		t.Errorf("active migrations %v after the restart, want 1", got)
+	}
+	// A Node deleted while the controller was away: its attachment came
+	// back from its VolumeAttachment, and is released at start.
+	if got := d.attached.get(orphanID).names(); !slices.Equal(got, []string{"node-deleted-meanwhile"}) {
+		t.Fatalf("orphan attachment %v", got)
+	}
+	d.ReleaseDeletedNodes(context.Background())
+	if got := d.attached.get(orphanID).names(); len(got) != 0 {
+		t.Errorf("the deleted node still holds the volume: %v", got)
+	}
+	if got := b.allowed(t, orphanID); !slices.Equal(got, []string{FencedHostNQN}) {
+		t.Errorf("the RDS still admits %q", got)
+	}
+	if got := d.attached.get(rwoID).names(); !slices.Equal(got, []string{"node-1"}) {
+		t.Errorf("a live node's attachment was released: %v", got)
 	}
 }
 

@@ -217,5 +217,6 @@ func withCluster(ctx context.Context, f *flags, client *routeros.Client, reg pro
 		stop()
 		return nil, nil, err
 	}
+	go d.ReleaseDeletedNodes(ctx)
 	return stop, d, nil
 }
