@@ -26,8 +26,8 @@ const (
 	ReasonVolumeConsumersStuck = "VolumeConsumersStuck"
 )
 
-// PVCEvents records an Event on a PVC without blocking; kube.Recorder is
-// the production one.
+// PVCEvents records an Event on a PVC without blocking; events.Recorder
+// (kube/events) is the production one.
 type PVCEvents interface {
 	PVC(namespace, name, eventType, reason, message string)
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/rds-csi/rds-csi/controller/routeros"
 	"github.com/rds-csi/rds-csi/kube"
+	"github.com/rds-csi/rds-csi/kube/events"
 	"github.com/rds-csi/rds-csi/test/harness"
 	"github.com/rds-csi/rds-csi/test/rdssim"
 	"github.com/rds-csi/rds-csi/volume"
@@ -672,7 +673,7 @@ func TestTheStateIsRebuiltFromVolumeAttachments(t *testing.T) {
 		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}},
 		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-b"}},
 	)
-	rec := kube.NewRecorder(client, "rds-csi-controller", "test", prometheus.NewRegistry())
+	rec := events.NewRecorder(kube.EventsAPI(client), "rds-csi-controller", "test", prometheus.NewRegistry())
 	t.Cleanup(rec.Shutdown)
 	w, err := kube.NewWatcher(client, DefaultDriverName, rec)
 	must(t, err)

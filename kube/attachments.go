@@ -30,14 +30,20 @@ const (
 	byPV           = "pv"
 )
 
+// PVCEvents records an Event on a PVC without waiting (*events.Recorder);
+// an empty namespace and name mean the claim is unknown.
+type PVCEvents interface {
+	PVC(namespace, name, eventType, reason, message string)
+}
+
 // Watcher is the controller's view of the cluster: informers on
 // VolumeAttachments, PersistentVolumes and Nodes, read from their caches,
 // never listed per call. It also records what happens to a volume on its
-// PV (an annotation) and its PVC (Events, through a Recorder).
+// PV (an annotation) and its PVC (Events, through an events.Recorder).
 type Watcher struct {
 	client   kubernetes.Interface
 	driver   string
-	events   *Recorder
+	events   PVCEvents
 	factory  informers.SharedInformerFactory
 	vas      cache.SharedIndexInformer
 	pvs      cache.SharedIndexInformer
@@ -47,7 +53,7 @@ type Watcher struct {
 
 // NewWatcher watches the attachments of driverName; events go to the PVCs
 // through recorder. Start it before use.
-func NewWatcher(client kubernetes.Interface, driverName string, recorder *Recorder) (*Watcher, error) {
+func NewWatcher(client kubernetes.Interface, driverName string, recorder PVCEvents) (*Watcher, error) {
 	// No resync: every decision reads the cache when it is made.
 	f := informers.NewSharedInformerFactory(client, 0)
 	w := &Watcher{

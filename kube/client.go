@@ -1,41 +1,24 @@
-// Package kube is the driver's side of the Kubernetes API: a clientset, and
-// Events recorded on the objects operators look at (PVCs) from one
-// long-lived recorder. Nothing here is needed to serve volumes: callers run
-// on without it when no API is configured.
+// Package kube is the controller's side of the Kubernetes API: a clientset,
+// and the Watcher that keeps the controller's view of attachments
+// (VolumeAttachments, PVs, Nodes) and records what happens on PVs and PVCs.
+// Events on PVCs are kube/events, which the node agent uses without this
+// package.
 package kube
 
 import (
-	"errors"
-	"fmt"
-
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/rds-csi/rds-csi/kube/events"
 )
 
-// ErrNotConfigured means there is no API to talk to: the process runs
-// outside a cluster (KUBERNETES_SERVICE_HOST is unset) and no kubeconfig was
-// given, as on a bare-metal node run by systemd.
-var ErrNotConfigured = errors.New("no Kubernetes API configured: not running in a cluster and no kubeconfig given")
+// ErrNotConfigured is events.ErrNotConfigured: no API server to talk to.
+var ErrNotConfigured = events.ErrNotConfigured
 
-// NewClientset returns a client of the API server the kubeconfig file names
-// or, when kubeconfig is empty, of the cluster the process runs in (through
-// its service account). userAgent names the component in the API server's
-// logs and audit.
+// NewClientset returns a client of the API server events.LoadConfig finds.
 func NewClientset(kubeconfig, userAgent string) (kubernetes.Interface, error) {
-	var cfg *rest.Config
-	var err error
-	if kubeconfig != "" {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	} else {
-		cfg, err = rest.InClusterConfig()
-		if errors.Is(err, rest.ErrNotInCluster) {
-			return nil, ErrNotConfigured
-		}
-	}
+	cfg, err := events.LoadConfig(kubeconfig, userAgent)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes client configuration: %w", err)
+		return nil, err
 	}
-	cfg.UserAgent = userAgent
 	return kubernetes.NewForConfig(cfg)
 }

@@ -9,11 +9,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/kubernetes/scheme"
+
+	"github.com/rds-csi/rds-csi/kube/events"
+	"github.com/rds-csi/rds-csi/kube/events/eventstest"
 )
 
 const agentRBAC = "../deploy/kubernetes/rbac-agent.yaml"
@@ -42,18 +47,31 @@ func TestTheAgentRBACGrantsExactlyWhatTheRecorderUses(t *testing.T) {
 		t.Errorf("binding refers to %+v, not the ClusterRole %s", binding.RoleRef, role.Name)
 	}
 
-	// The recorder at work: an event, and the same again, which client-go
-	// aggregates into a patch of the first.
-	client := fake.NewClientset(claim("team-a", "data", "uid-1"))
-	r := newTestRecorder(t, client, time.Minute)
+	// The recorder at work, on the REST client the agent uses: an event,
+	// and the same again, which client-go aggregates into a patch of the
+	// first.
+	srv := eventstest.NewServer(t, corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "data", UID: "uid-1"}})
+	api, err := events.NewAPI(srv.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := events.NewRecorder(api, "rds-csi-agent", "node-1", prometheus.NewRegistry())
+	t.Cleanup(r.Shutdown)
 	r.PVC("team-a", "data", corev1.EventTypeWarning, "VolumeLost", "x")
 	r.PVC("team-a", "data", corev1.EventTypeWarning, "VolumeLost", "x")
-	waitFor(t, "the repeated event to be counted", func() bool {
-		evs := eventsIn(t, client, "team-a")
-		return len(evs) == 1 && evs[0].Count == 2
-	})
-	used, granted := usedAndGranted(client, role)
-	if !reflect.DeepEqual(used, granted) {
+	deadline := time.Now().Add(10 * time.Second)
+	for evs := srv.Events("team-a"); len(evs) != 1 || evs[0].Count != 2; evs = srv.Events("team-a") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the repeated event was not counted: %+v", evs)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	used := map[string]bool{}
+	for _, c := range srv.Calls() {
+		// The core group is "" in RBAC.
+		used["/"+c.Resource+":"+c.Verb] = true
+	}
+	if granted := grants(role); !reflect.DeepEqual(used, granted) {
 		t.Errorf("the recorder called %v; the ClusterRole grants %v", keys(used), keys(granted))
 	}
 }
@@ -88,20 +106,18 @@ func TestTheControllerRBACGrantsExactlyWhatTheWatcherUses(t *testing.T) {
 		evs := eventsIn(t, client, "team-a")
 		return len(evs) == 1 && evs[0].Count == 2
 	})
-	used, granted := usedAndGranted(client, role)
-	if !reflect.DeepEqual(used, granted) {
+	used := map[string]bool{}
+	for _, a := range client.Actions() {
+		used[a.GetResource().Group+"/"+a.GetResource().Resource+":"+a.GetVerb()] = true
+	}
+	if granted := grants(role); !reflect.DeepEqual(used, granted) {
 		t.Errorf("the controller called %v; the ClusterRole grants %v", keys(used), keys(granted))
 	}
 }
 
-// usedAndGranted returns the group/resource:verb set the fake API saw and
-// the one role grants.
-func usedAndGranted(client *fake.Clientset, role *rbacv1.ClusterRole) (used, granted map[string]bool) {
-	used = map[string]bool{}
-	for _, a := range client.Actions() {
-		used[a.GetResource().Group+"/"+a.GetResource().Resource+":"+a.GetVerb()] = true
-	}
-	granted = map[string]bool{}
+// grants returns the group/resource:verb set a role grants.
+func grants(role *rbacv1.ClusterRole) map[string]bool {
+	granted := map[string]bool{}
 	for _, rule := range role.Rules {
 		for _, g := range rule.APIGroups {
 			for _, res := range rule.Resources {
@@ -111,7 +127,7 @@ func usedAndGranted(client *fake.Clientset, role *rbacv1.ClusterRole) (used, gra
 			}
 		}
 	}
-	return used, granted
+	return granted
 }
 
 func decodeRBAC(t *testing.T, path string) (*corev1.ServiceAccount, *rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding) {

@@ -2,7 +2,10 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,5 +44,25 @@ func TestEventsNeedAnAPIAndTheirAbsenceStopsNothing(t *testing.T) {
 				t.Fatalf("notifier %v, want events %v", notifier, tc.wantEvents)
 			}
 		})
+	}
+}
+
+// TestTheAgentDoesNotLinkTheGeneratedClientset guards PERF-1: client-go's
+// generated clientset registers every API group at start and costs the
+// agent about 9 MiB of resident memory. The agent needs PVC reads and Event
+// writes only, which kube/events does over the REST layer.
+func TestTheAgentDoesNotLinkTheGeneratedClientset(t *testing.T) {
+	out, err := exec.CommandContext(t.Context(), "go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	deps := strings.Fields(string(out))
+	if !slices.Contains(deps, "k8s.io/client-go/rest") {
+		t.Fatalf("the dependency list lacks k8s.io/client-go/rest, which kube/events uses: is it complete?\n%s", out)
+	}
+	for _, d := range deps {
+		if d == "k8s.io/client-go/kubernetes" || strings.HasPrefix(d, "k8s.io/client-go/kubernetes/") || strings.HasPrefix(d, "k8s.io/client-go/informers") {
+			t.Errorf("the agent links %s", d)
+		}
 	}
 }

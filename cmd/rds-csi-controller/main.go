@@ -21,6 +21,7 @@ import (
 	"github.com/rds-csi/rds-csi/controller"
 	"github.com/rds-csi/rds-csi/controller/routeros"
 	"github.com/rds-csi/rds-csi/kube"
+	"github.com/rds-csi/rds-csi/kube/events"
 	"github.com/rds-csi/rds-csi/rpc"
 	"github.com/rds-csi/rds-csi/volume"
 )
@@ -198,7 +199,7 @@ func withCluster(ctx context.Context, f *flags, client *routeros.Client, reg pro
 		return nil, nil, fmt.Errorf("the controller keeps attachments against the cluster's VolumeAttachments and needs its API (run in the cluster or pass --kubeconfig): %w", err)
 	}
 	host, _ := os.Hostname()
-	recorder := kube.NewRecorder(kc, "rds-csi-controller", host, reg)
+	recorder := events.NewRecorder(kube.EventsAPI(kc), "rds-csi-controller", host, reg)
 	watcher, err := kube.NewWatcher(kc, f.driver.DriverName, recorder)
 	if err != nil {
 		recorder.Shutdown()

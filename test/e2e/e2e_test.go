@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -87,7 +86,7 @@ func TestE2E(t *testing.T) {
 	}
 	bin := filepath.Join(t.TempDir(), "guest.test")
 	buildStart := time.Now()
-	if err := buildGuest(ctx, bin); err != nil {
+	if err := vm.BuildStatic(ctx, bin, "./test/e2e/guest", true); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("TIMING guest test binary built in %v", time.Since(buildStart).Round(time.Millisecond))
@@ -182,15 +181,4 @@ func bootOne(ctx context.Context, t *testing.T, c cell, k *vm.Kernel, bin string
 	case len(res.Tests) == 0:
 		t.Errorf("the guest ran no tests (RDS_CSI_E2E_RUN=%q matched none?)", os.Getenv("RDS_CSI_E2E_RUN"))
 	}
-}
-
-// buildGuest compiles the guest tests into a static test binary: the
-// initramfs has no C library for it.
-func buildGuest(ctx context.Context, out string) error {
-	cmd := exec.CommandContext(ctx, "go", "test", "-c", "-tags", "e2eguest", "-o", out, "./guest")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("building the guest tests: %w\n%s", err, b)
-	}
-	return nil
 }

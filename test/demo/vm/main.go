@@ -64,7 +64,7 @@ func run(ctx context.Context) int {
 		return 0
 	}
 	guest := filepath.Join(work, "demo-guest")
-	if err := buildGuest(ctx, guest); err != nil {
+	if err := vm.BuildStatic(ctx, guest, "./test/demo/vmguest", false); err != nil {
 		fmt.Fprintln(os.Stderr, "demo failed:", err)
 		return 1
 	}
@@ -112,22 +112,6 @@ func cannotRun() string {
 
 func skip(reason string) {
 	fmt.Printf("  VM demo skipped: %s.\n  The controller-only part above ran; run `make demo` as root on Debian to see the node side.\n", reason)
-}
-
-// buildGuest compiles the guest program statically: the initramfs has no C
-// library. It builds from the module root, wherever this was started.
-func buildGuest(ctx context.Context, out string) error {
-	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return fmt.Errorf("go env GOMOD: %w", err)
-	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, "./test/demo/vmguest")
-	cmd.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("building the guest program: %w\n%s", err, b)
-	}
-	return nil
 }
 
 // printk matches a kernel message's timestamp; the guest keeps them off the

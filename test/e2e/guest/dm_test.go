@@ -272,6 +272,9 @@ type writer struct {
 	n      int
 	errs   []string
 	maxLat time.Duration
+	// returned holds when each write returned, in order: the benchmarks read
+	// when the consumer wrote again after an outage.
+	returned []time.Time
 }
 
 func startWriter(name string, loop func(*writer)) *writer {
@@ -287,7 +290,9 @@ func (w *writer) record(i int, start time.Time, err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.n++
-	w.maxLat = max(w.maxLat, time.Since(start))
+	now := time.Now()
+	w.returned = append(w.returned, now)
+	w.maxLat = max(w.maxLat, now.Sub(start))
 	if err != nil {
 		w.errs = append(w.errs, fmt.Sprintf("#%d: %v", i, err))
 	}
@@ -323,6 +328,18 @@ func (w *writer) errors() []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return append([]string(nil), w.errs...)
+}
+
+// firstDoneAfter is when the first write that returned after t returned.
+func (w *writer) firstDoneAfter(t time.Time) (time.Time, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, d := range w.returned {
+		if d.After(t) {
+			return d, true
+		}
+	}
+	return time.Time{}, false
 }
 
 func (w *writer) maxLatency() time.Duration {

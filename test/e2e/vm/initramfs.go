@@ -45,6 +45,9 @@ type Initramfs struct {
 	// TestArgs alone, since it would reject -test.v. Its exit code is
 	// reported after EndMarker all the same.
 	Plain bool
+	// Files are extra executables, by guest path ("/rds-csi-agent") to
+	// host path: the benchmarks run the real agent binary in the guest.
+	Files map[string]string
 	// Work is a scratch directory for the staging tree.
 	Work string
 }
@@ -256,6 +259,15 @@ func (i *Initramfs) addFiles(_ context.Context, root string) error {
 	}
 	if err := copyFile(i.TestBinary, filepath.Join(root, "e2e.test"), 0o755); err != nil {
 		return err
+	}
+	for guest, host := range i.Files {
+		dst := filepath.Join(root, filepath.Clean("/"+guest))
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		if err := copyFile(host, dst, 0o755); err != nil {
+			return fmt.Errorf("extra file %s: %w", guest, err)
+		}
 	}
 	return os.WriteFile(filepath.Join(root, "init"), []byte(i.initScript()), 0o755)
 }

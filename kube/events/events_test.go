@@ -1,6 +1,7 @@
-package kube
+package events
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -26,11 +27,32 @@ import (
 // about timing.
 const waitLimit = 10 * time.Second
 
-func newTestRecorder(t *testing.T, client kubernetes.Interface, timeout time.Duration) *Recorder {
+func newTestRecorder(t *testing.T, api API, timeout time.Duration) *Recorder {
 	t.Helper()
-	r := newRecorder(client, "rds-csi-agent", "node-1", prometheus.NewRegistry(), timeout)
+	r := newRecorder(api, "rds-csi-agent", "node-1", prometheus.NewRegistry(), timeout)
 	t.Cleanup(r.Shutdown)
 	return r
+}
+
+// clientsetAPI puts client-go's fake clientset behind API, so that the
+// recorder's tests see the fake's object tracker and its event
+// aggregation; restAPI, which production uses, is tested against HTTP.
+type clientsetAPI struct{ c kubernetes.Interface }
+
+func (a clientsetAPI) GetPVC(ctx context.Context, namespace, name string) (*corev1.PersistentVolumeClaim, error) {
+	return a.c.CoreV1().PersistentVolumeClaims(namespace).Get(ctx, name, metav1.GetOptions{ResourceVersion: "0"})
+}
+
+func (a clientsetAPI) CreateEvent(ctx context.Context, e *corev1.Event) (*corev1.Event, error) {
+	return a.c.CoreV1().Events("").CreateWithEventNamespaceWithContext(ctx, e)
+}
+
+func (a clientsetAPI) UpdateEvent(ctx context.Context, e *corev1.Event) (*corev1.Event, error) {
+	return a.c.CoreV1().Events("").UpdateWithEventNamespaceWithContext(ctx, e)
+}
+
+func (a clientsetAPI) PatchEvent(ctx context.Context, e *corev1.Event, patch []byte) (*corev1.Event, error) {
+	return a.c.CoreV1().Events("").PatchWithEventNamespaceWithContext(ctx, e, patch)
 }
 
 func claim(namespace, name string, uid types.UID) *corev1.PersistentVolumeClaim {
@@ -76,7 +98,7 @@ func dropped(r *Recorder, reason string) float64 {
 
 func TestAnEventReachesThePVCWithItsUIDTypeAndReason(t *testing.T) {
 	client := fake.NewClientset(claim("team-a", "data", "uid-1"))
-	r := newTestRecorder(t, client, time.Minute)
+	r := newTestRecorder(t, clientsetAPI{client}, time.Minute)
 	r.PVC("team-a", "data", corev1.EventTypeWarning, "VolumeLost", "volume pvc-1 lost its controller")
 
 	ev := waitEvents(t, client, "team-a", 1)[0]
@@ -99,7 +121,7 @@ func TestAnEventReachesThePVCWithItsUIDTypeAndReason(t *testing.T) {
 
 func TestAnEventOnAPVCThatCannotBeReadIsDroppedAndCounted(t *testing.T) {
 	client := fake.NewClientset(claim("team-a", "data", "uid-1"))
-	r := newTestRecorder(t, client, time.Minute)
+	r := newTestRecorder(t, clientsetAPI{client}, time.Minute)
 	r.PVC("team-a", "deleted", corev1.EventTypeWarning, "VolumeLost", "first")
 	r.PVC("team-a", "data", corev1.EventTypeNormal, "VolumeHealed", "second")
 
@@ -116,7 +138,7 @@ func TestAnEventOnAPVCThatCannotBeReadIsDroppedAndCounted(t *testing.T) {
 
 func TestAnEventWithoutAPVCIsDroppedWithoutCallingTheAPI(t *testing.T) {
 	client := fake.NewClientset()
-	r := newTestRecorder(t, client, time.Minute)
+	r := newTestRecorder(t, clientsetAPI{client}, time.Minute)
 	r.PVC("", "", corev1.EventTypeWarning, "VolumeLost", "no claim known")
 	r.PVC("team-a", "", corev1.EventTypeWarning, "VolumeLost", "half a claim")
 	if n := dropped(r, DropNoPVC); n != 2 {
@@ -138,7 +160,7 @@ func TestRecordingNeverWaitsForAHungAPI(t *testing.T) {
 		<-release
 		return true, nil, errors.New("released")
 	})
-	r := newTestRecorder(t, client, time.Minute)
+	r := newTestRecorder(t, clientsetAPI{client}, time.Minute)
 	t.Cleanup(func() { close(release) }) // before the recorder's Shutdown
 
 	r.PVC("team-a", "data", corev1.EventTypeWarning, "VolumeLost", "taken by the worker")
@@ -160,8 +182,9 @@ func TestRecordingNeverWaitsForAHungAPI(t *testing.T) {
 	}
 }
 
-// hungAPI is an API server that never answers; it reports each request.
-func hungAPI(t *testing.T) (kubernetes.Interface, <-chan string) {
+// hungAPI is an API server that never answers, behind the REST API that
+// production uses; it reports each request.
+func hungAPI(t *testing.T) (API, <-chan string) {
 	t.Helper()
 	requests := make(chan string, 16)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -169,16 +192,16 @@ func hungAPI(t *testing.T) (kubernetes.Interface, <-chan string) {
 		<-req.Context().Done()
 	}))
 	t.Cleanup(srv.Close)
-	client, err := kubernetes.NewForConfig(&rest.Config{Host: srv.URL})
+	api, err := NewAPI(&rest.Config{Host: srv.URL})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return client, requests
+	return api, requests
 }
 
 func TestAPVCReadIsBoundedByItsDeadline(t *testing.T) {
-	client, requests := hungAPI(t)
-	r := newTestRecorder(t, client, 100*time.Millisecond)
+	api, requests := hungAPI(t)
+	r := newTestRecorder(t, api, 100*time.Millisecond)
 	r.PVC("team-a", "data", corev1.EventTypeWarning, "VolumeLost", "x")
 	if path := <-requests; path != "/api/v1/namespaces/team-a/persistentvolumeclaims/data" {
 		t.Errorf("request for %s", path)
@@ -187,8 +210,8 @@ func TestAPVCReadIsBoundedByItsDeadline(t *testing.T) {
 }
 
 func TestShutdownReturnsWhileACallHangs(t *testing.T) {
-	client, requests := hungAPI(t)
-	r := newRecorder(client, "rds-csi-agent", "node-1", prometheus.NewRegistry(), time.Hour)
+	api, requests := hungAPI(t)
+	r := newRecorder(api, "rds-csi-agent", "node-1", prometheus.NewRegistry(), time.Hour)
 	r.PVC("team-a", "data", corev1.EventTypeWarning, "VolumeLost", "x")
 	<-requests
 	done := make(chan struct{})
