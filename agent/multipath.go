@@ -349,17 +349,30 @@ func (m *Multipath) StopQueueing(ctx context.Context, t Target) error {
 	return m.Mapper.Message(ctx, name, "fail_if_no_path")
 }
 
-// queueStopper is an Attacher whose devices queue I/O while a volume has
-// no path (Multipath).
-type queueStopper interface {
+// StartQueueing makes the volume's front queue I/O again while it has no
+// path, after a previous run's StopQueueing. No front is not an error.
+func (m *Multipath) StartQueueing(ctx context.Context, t Target) error {
+	name := MapperName(t.VolumeID)
+	_, exists, err := m.Mapper.Lookup(name)
+	if err != nil || !exists {
+		return err
+	}
+	return m.Mapper.Message(ctx, name, "queue_if_no_path")
+}
+
+// frontQueueing is an Attacher whose devices queue I/O while a volume has
+// no path (Multipath), which can be switched off for a shutdown and on
+// again.
+type frontQueueing interface {
 	StopQueueing(ctx context.Context, t Target) error
+	StartQueueing(ctx context.Context, t Target) error
 }
 
 // StopQueueing makes every staged volume fail I/O rather than queue it
 // while it has no path, for a node going down (HEAL-6): the shutdown's
 // unmounts must not wait forever on a target that is gone.
 func (n *Node) StopQueueing(ctx context.Context) error {
-	qs, ok := n.attacher.(queueStopper)
+	qs, ok := n.attacher.(frontQueueing)
 	if !ok {
 		return nil
 	}

@@ -127,8 +127,11 @@ func (m *fakeMapper) Message(_ context.Context, name, msg string) error {
 	if !ok {
 		return dm.ErrNotFound
 	}
-	if msg == "fail_if_no_path" {
+	switch msg {
+	case "fail_if_no_path":
 		d.queueing = false
+	case "queue_if_no_path":
+		d.queueing = true
 	}
 	return nil
 }
@@ -482,6 +485,29 @@ func TestStopQueueingTellsTheFrontToFailWithoutAPath(t *testing.T) {
 		t.Fatalf("calls %v", c)
 	}
 	if err := f.mp.StopQueueing(context.Background(), agent.Target{VolumeID: "pvc-none"}); err != nil {
+		t.Fatalf("a volume without a front: %v", err)
+	}
+}
+
+func TestStartQueueingTurnsAStoppedFrontBackToQueueing(t *testing.T) {
+	f := newMultipathFixture(t)
+	f.paths.appear(t, f.target.NQN, "nvme1n1", sysfs.DevT{Major: 259, Minor: 3}, true)
+	f.sizes["nvme1n1"] = 64 << 20
+	f.attach(t)
+	if err := f.mp.StopQueueing(context.Background(), f.target); err != nil {
+		t.Fatal(err)
+	}
+	f.calls()
+	if err := f.mp.StartQueueing(context.Background(), f.target); err != nil {
+		t.Fatal(err)
+	}
+	if c := f.calls(); len(c) != 1 || c[0] != "message "+f.name+" queue_if_no_path" {
+		t.Fatalf("calls %v", c)
+	}
+	if !f.mapper.front(f.name).queueing {
+		t.Fatal("the front does not queue again")
+	}
+	if err := f.mp.StartQueueing(context.Background(), agent.Target{VolumeID: "pvc-none"}); err != nil {
 		t.Fatalf("a volume without a front: %v", err)
 	}
 }

@@ -152,7 +152,7 @@ func (n *Node) Notify(tr heal.Transition) {
 	if h.State != heal.StateLive || tr.From != heal.StateReconnecting {
 		return
 	}
-	if _, ok := n.attacher.(queueStopper); !ok {
+	if _, ok := n.attacher.(frontQueueing); !ok {
 		return
 	}
 	go func() {

@@ -1,11 +1,18 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
 	"k8s.io/klog/v2"
+
+	"github.com/rds-csi/rds-csi/kernel/sysfs"
+	"github.com/rds-csi/rds-csi/volume"
 )
 
 // recordGlob finds the records under the kubelet directory: filesystem
@@ -19,6 +26,8 @@ type StagedVolume struct {
 	VolumeID, NQN, StagingPath string
 	NSID                       int
 	Block                      bool
+	// Connect are the volume's connect options as staged.
+	Connect volume.ConnectOptions
 }
 
 // Resume reads every volume record under kubeletDir, so that after a
@@ -51,8 +60,57 @@ func (n *Node) Resume(kubeletDir string) ([]StagedVolume, error) {
 		if err := n.tracker.Track(rec.healVolume()); err != nil {
 			klog.ErrorS(err, "Cannot track a resumed volume", "volumeID", rec.VolumeID)
 		}
-		vols = append(vols, StagedVolume{VolumeID: rec.VolumeID, NQN: rec.NQN, StagingPath: rec.StagingPath, NSID: rec.NSID, Block: rec.Block})
+		vols = append(vols, StagedVolume{VolumeID: rec.VolumeID, NQN: rec.NQN, StagingPath: rec.StagingPath, NSID: rec.NSID, Block: rec.Block, Connect: rec.Connect})
 	}
 	klog.InfoS("Resumed staged volumes from their records", "count", len(vols))
 	return vols, nil
+}
+
+// UndoShutdown gives resumed volumes back what a previous run's shutdown
+// mode (--shutdown-ctrl-loss-tmo) took from them: each controller's own
+// ctrl_loss_tmo, and a front that queues I/O while it has no path. The
+// shutdown mode acts on SIGTERM, which a restart sends as well as a node
+// shutdown (systemctl restart, a DaemonSet rollout); without this, a
+// restarted agent would leave every volume to fail its I/O after a few
+// seconds of outage. Only the controllers of the resumed volumes are
+// touched, and a ctrl_loss_tmo is only ever raised back, never lowered.
+func (n *Node) UndoShutdown(ctx context.Context, vols []StagedVolume) error {
+	tree := sysfs.Tree{Root: n.opts.SysRoot}
+	fq, fronts := n.attacher.(frontQueueing)
+	var errs []error
+	for _, v := range vols {
+		if err := ctx.Err(); err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		cs, err := tree.ControllersOf(v.NQN)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("volume %s: %w", v.VolumeID, err))
+		}
+		want := v.Connect.CtrlLossTmo
+		for _, c := range cs {
+			cur, err := tree.CtrlLossTmo(c.Name)
+			switch {
+			case errors.Is(err, fs.ErrNotExist):
+				continue
+			case err != nil:
+				errs = append(errs, fmt.Errorf("volume %s: %w", v.VolumeID, err))
+				continue
+			case cur == want || (want >= 0 && cur > want):
+				// The kernel prints attempts × reconnect_delay, which can
+				// round the volume's own value up.
+				continue
+			}
+			if err := tree.SetCtrlLossTmo(c.Name, want); err != nil {
+				errs = append(errs, fmt.Errorf("volume %s: %w", v.VolumeID, err))
+				continue
+			}
+			klog.InfoS("Restored ctrl_loss_tmo after a shutdown-mode stop", "volume", v.VolumeID, "controller", c.Name, "from", cur, "to", want)
+		}
+		if fronts {
+			if err := fq.StartQueueing(ctx, Target{VolumeID: v.VolumeID}); err != nil {
+				errs = append(errs, fmt.Errorf("volume %s: %w", v.VolumeID, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -31,6 +31,7 @@ var controllerCaps = []csi.ControllerServiceCapability_RPC_Type{
 	csi.ControllerServiceCapability_RPC_LIST_VOLUMES,
 	csi.ControllerServiceCapability_RPC_GET_CAPACITY,
 	csi.ControllerServiceCapability_RPC_EXPAND_VOLUME,
+	csi.ControllerServiceCapability_RPC_PUBLISH_UNPUBLISH_VOLUME,
 	csi.ControllerServiceCapability_RPC_CREATE_DELETE_SNAPSHOT,
 	csi.ControllerServiceCapability_RPC_LIST_SNAPSHOTS,
 	csi.ControllerServiceCapability_RPC_GET_SNAPSHOT,
@@ -159,9 +160,9 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 		// Nothing this driver created can have that ID: already deleted.
 		return &csi.DeleteVolumeResponse{}, nil
 	}
-	release, ok := d.inFlight.TryAcquire(id)
-	if !ok {
-		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is in progress", id)
+	release, err := d.acquire(id)
+	if err != nil {
+		return nil, err
 	}
 	defer release()
 	if err := d.deleteVolume(ctx, id); err != nil {
@@ -272,9 +273,9 @@ func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.Controller
 	if err != nil {
 		return nil, status.Error(codes.OutOfRange, err.Error())
 	}
-	release, ok := d.inFlight.TryAcquire(id)
-	if !ok {
-		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is in progress", id)
+	release, err := d.acquire(id)
+	if err != nil {
+		return nil, err
 	}
 	defer release()
 
@@ -461,8 +462,17 @@ func toStatus(err error) error {
 	if errors.Is(err, errMismatch) {
 		return status.Error(codes.AlreadyExists, err.Error())
 	}
-	if errors.Is(err, errRefused) {
+	if errors.Is(err, errRefused) || errors.Is(err, errConflict) {
 		return status.Error(codes.FailedPrecondition, err.Error())
+	}
+	if errors.Is(err, errBadContext) {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	if errors.Is(err, errHandOff) {
+		return status.Error(codes.Aborted, err.Error())
+	}
+	if errors.Is(err, errFenceMismatch) {
+		return status.Error(codes.Internal, err.Error())
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return status.Error(codes.DeadlineExceeded, err.Error())

@@ -381,9 +381,11 @@ func TestUnreachableRDSIsUnavailable(t *testing.T) {
 	}
 	_, err := d.CreateVolume(context.Background(), createReq("pvc-down", gib, nil))
 	wantCode(t, err, codes.Unavailable, "")
+	// Liveness: a controller restarted for an RDS outage would not bring
+	// the RDS back, so Probe stays ready.
 	resp, err := d.Probe(context.Background(), &csi.ProbeRequest{})
-	if err != nil || resp.GetReady().GetValue() {
-		t.Fatalf("Probe with the RDS down: ready=%v err=%v", resp.GetReady().GetValue(), err)
+	if err != nil || !resp.GetReady().GetValue() {
+		t.Fatalf("Probe with the RDS down: ready=%v err=%v, want ready", resp.GetReady().GetValue(), err)
 	}
 }
 

@@ -10,8 +10,13 @@ import (
 	"net"
 	"path"
 	"strings"
+	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"k8s.io/utils/clock"
 
 	"github.com/rds-csi/rds-csi/controller/routeros"
 	"github.com/rds-csi/rds-csi/volume"
@@ -36,7 +41,21 @@ type Options struct {
 	NVMePort    int
 	// CapacityReserve is kept free: GetCapacity reports free space minus it.
 	CapacityReserve int64
+	// RWOGracePeriod is how long a ReadWriteOnce holder whose
+	// VolumeAttachment is being deleted or is gone is waited for before it
+	// blocks (being deleted) or is released as stale (gone): the sequential
+	// hand-off of a volume from one node to the next. It never lets two
+	// nodes hold a ReadWriteOnce volume at once (FEN-4).
+	RWOGracePeriod time.Duration
+	// TargetFencing restricts each disk's NVMe/TCP export to the host NQNs
+	// of the nodes it is published to (FEN-3); opt-in until the property's
+	// semantics are confirmed on hardware.
+	TargetFencing bool
 }
+
+// maxRWOGracePeriod bounds the grace period: longer, and a stale record
+// would block a ReadWriteOnce volume for that long.
+const maxRWOGracePeriod = 10 * time.Minute
 
 // Validate checks the options and fills defaults.
 func (o *Options) Validate() error {
@@ -65,6 +84,9 @@ func (o *Options) Validate() error {
 	if o.CapacityReserve < 0 {
 		errs = append(errs, errors.New("capacity reserve must not be negative"))
 	}
+	if o.RWOGracePeriod < 0 || o.RWOGracePeriod > maxRWOGracePeriod {
+		errs = append(errs, fmt.Errorf("RWO grace period %s: want 0 to %s", o.RWOGracePeriod, maxRWOGracePeriod))
+	}
 	return errors.Join(errs...)
 }
 
@@ -81,6 +103,7 @@ type RDS interface {
 	RemoveFile(ctx context.Context, path string) error
 	Pool(ctx context.Context, mountPoint string) (routeros.Pool, error)
 	Ping(ctx context.Context) error
+	SetAllowedHosts(ctx context.Context, slot string, hosts []string) error
 }
 
 // Driver serves the CSI Identity and Controller services.
@@ -91,11 +114,32 @@ type Driver struct {
 	opts     Options
 	rds      RDS
 	inFlight volume.InFlight
+
+	// view and reporter are nil without a cluster: then the attachment
+	// state lives in memory only (tests, csi-sanity).
+	view       ClusterView
+	reporter   Reporter
+	clock      clock.WithTicker
+	metricsReg prometheus.Registerer
+	attached   attachments
+	migration  *migrationMetrics
 }
 
-// New returns a driver; opts must have passed Validate.
-func New(opts Options, rds RDS) *Driver {
-	return &Driver{opts: opts, rds: rds}
+// New returns a driver; opts must have passed Validate. With WithCluster,
+// the attachment state is rebuilt from the cluster's VolumeAttachments.
+func New(opts Options, rds RDS, options ...Option) *Driver {
+	d := &Driver{opts: opts, rds: rds, clock: clock.RealClock{}}
+	for _, o := range options {
+		o(d)
+	}
+	d.migration = newMigrationMetrics(&d.attached)
+	if d.metricsReg != nil {
+		d.migration.register(d.metricsReg)
+	}
+	if d.view != nil {
+		d.rebuild()
+	}
+	return d
 }
 
 // poolOf names the pool that holds base: its first path component, which
@@ -108,4 +152,14 @@ func poolOf(base string) string {
 // disks it lists or deletes.
 func (d *Driver) ours(disk routeros.Disk) bool {
 	return disk.Type == "file" && disk.NQN == volume.NQN(d.opts.NQNPrefix, disk.Slot)
+}
+
+// acquire takes volume id's in-flight key, or answers Aborted: the CSI
+// sidecars retry, and a second operation must not race the first.
+func (d *Driver) acquire(id string) (release func(), err error) {
+	release, ok := d.inFlight.TryAcquire(id)
+	if !ok {
+		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is in progress", id)
+	}
+	return release, nil
 }

@@ -25,14 +25,18 @@ func (d *Driver) GetPluginCapabilities(context.Context, *csi.GetPluginCapabiliti
 	return rpc.PluginCapabilities(), nil
 }
 
-// Probe reports ready only while the RDS answers a command. It never fails
-// the call itself: a restart of the controller would not bring the RDS back.
+// Probe reports ready whenever the controller serves: the RDS answering is
+// not the controller's health. The livenessprobe sidecar turns not-ready
+// into a failed liveness check, and restarting the controller cannot bring
+// the RDS back; it would only add kubelet's restart backoff to the outage.
+// The RDS is still asked, so that an outage is logged even when no volume
+// operation runs (rds_routeros_command_duration_seconds counts the ping
+// too).
 func (d *Driver) Probe(ctx context.Context, _ *csi.ProbeRequest) (*csi.ProbeResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	if err := d.rds.Ping(ctx); err != nil {
-		klog.ErrorS(err, "RDS does not answer")
-		return &csi.ProbeResponse{Ready: wrapperspb.Bool(false)}, nil
+		klog.ErrorS(err, "RDS does not answer; volume operations fail with Unavailable until it does")
 	}
 	return &csi.ProbeResponse{Ready: wrapperspb.Bool(true)}, nil
 }

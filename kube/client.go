@@ -1,4 +1,6 @@
-// Package kube is the controller's side of the Kubernetes API: a clientset.
+// Package kube is the controller's side of the Kubernetes API: a clientset,
+// and the Watcher that keeps the controller's view of attachments
+// (VolumeAttachments, PVs, Nodes) and records what happens on PVs and PVCs.
 // Events on PVCs are kube/events, which the node agent uses without this
 // package.
 package kube

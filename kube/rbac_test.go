@@ -14,6 +14,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/kubernetes/scheme"
 
 	"github.com/rds-csi/rds-csi/kube/events"
@@ -70,6 +71,52 @@ func TestTheAgentRBACGrantsExactlyWhatTheRecorderUses(t *testing.T) {
 		// The core group is "" in RBAC.
 		used["/"+c.Resource+":"+c.Verb] = true
 	}
+	if granted := grants(role); !reflect.DeepEqual(used, granted) {
+		t.Errorf("the recorder called %v; the ClusterRole grants %v", keys(used), keys(granted))
+	}
+}
+
+const controllerRBAC = "../deploy/kubernetes/rbac-controller.yaml"
+
+// TestTheControllerRBACGrantsExactlyWhatTheWatcherUses checks the
+// controller's manifest like the agent's: against the calls the watcher and
+// its recorder really make on a fake API — the informers' lists and watches,
+// a PV annotation, and an Event that repeats.
+func TestTheControllerRBACGrantsExactlyWhatTheWatcherUses(t *testing.T) {
+	sa, role, binding := decodeRBAC(t, controllerRBAC)
+	if sa.Name != "rds-csi-controller" || sa.Namespace != "rds-csi" {
+		t.Errorf("service account %s/%s, want rds-csi/rds-csi-controller", sa.Namespace, sa.Name)
+	}
+	wantSubject := rbacv1.Subject{Kind: "ServiceAccount", Name: sa.Name, Namespace: sa.Namespace}
+	if len(binding.Subjects) != 1 || binding.Subjects[0] != wantSubject {
+		t.Errorf("binding subjects %+v, want %+v", binding.Subjects, wantSubject)
+	}
+	if binding.RoleRef != (rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name}) {
+		t.Errorf("binding refers to %+v, not the ClusterRole %s", binding.RoleRef, role.Name)
+	}
+
+	client := fake.NewClientset(pvOf("pv-1", "vol-1", testDriver, "team-a", "data"), claim("team-a", "data", "uid-1"), node("node-1"))
+	w := startWatcher(t, client)
+	if err := w.Annotate(t.Context(), "vol-1", []string{"node-1"}); err != nil {
+		t.Fatal(err)
+	}
+	w.Event("vol-1", corev1.EventTypeNormal, "VolumeAttached", "x")
+	w.Event("vol-1", corev1.EventTypeNormal, "VolumeAttached", "x")
+	waitFor(t, "the repeated event to be counted", func() bool {
+		evs := eventsIn(t, client, "team-a")
+		return len(evs) == 1 && evs[0].Count == 2
+	})
+	used := map[string]bool{}
+	for _, a := range client.Actions() {
+		used[a.GetResource().Group+"/"+a.GetResource().Resource+":"+a.GetVerb()] = true
+	}
+	if granted := grants(role); !reflect.DeepEqual(used, granted) {
+		t.Errorf("the controller called %v; the ClusterRole grants %v", keys(used), keys(granted))
+	}
+}
+
+// grants returns the group/resource:verb set a role grants.
+func grants(role *rbacv1.ClusterRole) map[string]bool {
 	granted := map[string]bool{}
 	for _, rule := range role.Rules {
 		for _, g := range rule.APIGroups {
@@ -80,9 +127,7 @@ func TestTheAgentRBACGrantsExactlyWhatTheRecorderUses(t *testing.T) {
 			}
 		}
 	}
-	if !reflect.DeepEqual(used, granted) {
-		t.Errorf("the recorder called %v; the ClusterRole grants %v", keys(used), keys(granted))
-	}
+	return granted
 }
 
 func decodeRBAC(t *testing.T, path string) (*corev1.ServiceAccount, *rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding) {

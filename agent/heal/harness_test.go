@@ -69,7 +69,7 @@ func (r *fakeRepairer) Repair(ctx context.Context, v Volume, _ Health) error {
 }
 
 type harness struct {
-	t           *testing.T
+	t           testing.TB
 	root        string
 	clock       *fakeClock
 	reg         *prometheus.Registry
@@ -82,7 +82,7 @@ type harness struct {
 
 // newHarness builds a loop over an empty fake sysfs. The loop is driven
 // step by step (begin, handleEvent, scan...) unless run is called.
-func newHarness(t *testing.T, configure func(*Config)) *harness {
+func newHarness(t testing.TB, configure func(*Config)) *harness {
 	t.Helper()
 	h := &harness{
 		t:           t,

@@ -172,9 +172,17 @@ func run(ctx context.Context, f *flags) error {
 	// Records are read after the loop exists but before it runs: the
 	// orphan grace starts when it runs, and by then every staged volume is
 	// tracked again (HEAL-4).
-	if _, err := node.Resume(f.kubeletDir); err != nil {
+	resumed, err := node.Resume(f.kubeletDir)
+	if err != nil {
 		return fmt.Errorf("reading volume records: %w", err)
 	}
+	// The run before may have stopped in shutdown mode for a restart, not
+	// a node shutdown: its volumes get their settings back.
+	uctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	if err := node.UndoShutdown(uctx, resumed); err != nil {
+		klog.ErrorS(err, "Restoring the resumed volumes' ctrl_loss_tmo and queueing failed")
+	}
+	cancel()
 	loopDone := make(chan error, 1)
 	go func() { loopDone <- loop.Run(ctx) }()
 	if f.statusSocket != "" {

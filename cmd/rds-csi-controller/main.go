@@ -14,11 +14,14 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/ssh"
 	"k8s.io/klog/v2"
 
 	"github.com/rds-csi/rds-csi/controller"
 	"github.com/rds-csi/rds-csi/controller/routeros"
+	"github.com/rds-csi/rds-csi/kube"
+	"github.com/rds-csi/rds-csi/kube/events"
 	"github.com/rds-csi/rds-csi/rpc"
 	"github.com/rds-csi/rds-csi/volume"
 )
@@ -42,7 +45,20 @@ type flags struct {
 	insecureHostKey bool
 	commandTimeout  time.Duration
 	maxSessions     int
+	kubeconfig      string
+	attachmentState string
 }
+
+// Values of --attachment-state.
+const (
+	stateKubernetes = "kubernetes"
+	stateMemory     = "memory"
+)
+
+// cacheSyncTimeout bounds the wait for the VolumeAttachment, PV and Node
+// caches at start: the attachment state is rebuilt from them before the
+// controller serves.
+const cacheSyncTimeout = 2 * time.Minute
 
 func parseFlags(args []string) (*flags, error) {
 	f := &flags{}
@@ -65,6 +81,10 @@ func parseFlags(args []string) (*flags, error) {
 	fs.BoolVar(&f.insecureHostKey, "rds-insecure-skip-host-key-check", false, "accept any RDS host key (insecure: for first contact only)")
 	fs.DurationVar(&f.commandTimeout, "rds-command-timeout", 30*time.Second, "deadline of every RouterOS command")
 	fs.IntVar(&f.maxSessions, "rds-max-sessions", 8, "concurrent RouterOS commands on the one SSH connection")
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster; empty uses the in-cluster service account")
+	fs.StringVar(&f.attachmentState, "attachment-state", stateKubernetes, "where attachments are kept: kubernetes (rebuilt from VolumeAttachments, the API is required) or memory (no cluster: demos and tests only; lost on restart, no Events, never in a cluster)")
+	fs.DurationVar(&f.driver.RWOGracePeriod, "rwo-grace-period", 10*time.Second, "sequential hand-off of a ReadWriteOnce volume: how long a holder whose VolumeAttachment is being deleted is waited for (Aborted, retried) before the next node gets FailedPrecondition, and how long a holder without a VolumeAttachment is trusted before it is released as stale; never allows two nodes at once")
+	fs.BoolVar(&f.driver.TargetFencing, "target-fencing", false, "restrict each disk's NVMe/TCP export to the host NQNs of the nodes it is published to (nvme-tcp-server-allow-host-name), verified by read-back; opt-in until its semantics are confirmed on your RDS (docs/fencing.md)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -79,6 +99,12 @@ func parseFlags(args []string) (*flags, error) {
 	}
 	if f.rdsUser == "" {
 		errs = append(errs, errors.New("--rds-user is required"))
+	}
+	switch {
+	case f.attachmentState != stateKubernetes && f.attachmentState != stateMemory:
+		errs = append(errs, fmt.Errorf("--attachment-state=%q: want %s or %s", f.attachmentState, stateKubernetes, stateMemory))
+	case f.attachmentState == stateMemory && f.kubeconfig != "":
+		errs = append(errs, errors.New("--kubeconfig names a cluster, but --attachment-state=memory would not use it"))
 	}
 	if f.rdsKeyFile == "" {
 		errs = append(errs, errors.New("--rds-private-key is required"))
@@ -114,7 +140,7 @@ func main() {
 }
 
 func run(ctx context.Context, f *flags) error {
-	klog.InfoS("Starting rds-csi-controller", "version", version, "commit", commit, "driver", f.driver.DriverName, "rds", f.rdsAddress)
+	klog.InfoS("Starting rds-csi-controller", "version", version, "commit", commit, "driver", f.driver.DriverName, "rds", f.rdsAddress, "targetFencing", f.driver.TargetFencing, "rwoGracePeriod", f.driver.RWOGracePeriod)
 	keyPEM, err := os.ReadFile(f.rdsKeyFile)
 	if err != nil {
 		return fmt.Errorf("reading the SSH private key: %w", err)
@@ -146,9 +172,52 @@ func run(ctx context.Context, f *flags) error {
 	}
 	defer func() { _ = client.Close() }()
 
-	driver := controller.New(f.driver, routeros.NewDisks(client))
+	var driver *controller.Driver
+	if f.attachmentState == stateMemory {
+		klog.Warning("Attachments are kept in memory only (--attachment-state=memory): a restart forgets them, so a ReadWriteOnce volume can then attach to a second node. For demos and tests without a cluster; never run a cluster's controller like this.")
+		driver = controller.New(f.driver, routeros.NewDisks(client), controller.WithMetrics(reg))
+	} else {
+		stopWatch, d, err := withCluster(ctx, f, client, reg)
+		if err != nil {
+			return err
+		}
+		defer stopWatch()
+		driver = d
+	}
+	go driver.WatchMigrations(ctx, 0)
 	srv := rpc.NewServer(f.driver.DriverName, rpc.NewMetrics(reg))
 	csi.RegisterIdentityServer(srv, driver)
 	csi.RegisterControllerServer(srv, driver)
 	return rpc.Serve(ctx, srv, f.endpoint, f.metricsAddress, reg)
+}
+
+// withCluster returns a driver that keeps its attachments against the
+// cluster's VolumeAttachments, and the function that stops watching them.
+func withCluster(ctx context.Context, f *flags, client *routeros.Client, reg prometheus.Registerer) (stop func(), d *controller.Driver, err error) {
+	kc, err := kube.NewClientset(f.kubeconfig, "rds-csi-controller/"+version)
+	if err != nil {
+		return nil, nil, fmt.Errorf("the controller keeps attachments against the cluster's VolumeAttachments and needs its API (run in the cluster or pass --kubeconfig): %w", err)
+	}
+	host, _ := os.Hostname()
+	recorder := events.NewRecorder(kube.EventsAPI(kc), "rds-csi-controller", host, reg)
+	watcher, err := kube.NewWatcher(kc, f.driver.DriverName, recorder)
+	if err != nil {
+		recorder.Shutdown()
+		return nil, nil, err
+	}
+	stop = func() {
+		watcher.Stop()
+		recorder.Shutdown()
+	}
+	if err := watcher.Start(ctx, cacheSyncTimeout); err != nil {
+		stop()
+		return nil, nil, err
+	}
+	d = controller.New(f.driver, routeros.NewDisks(client), controller.WithCluster(watcher, watcher), controller.WithMetrics(reg))
+	if err := watcher.OnNodeDeleted(func(node string) { go d.ReleaseNode(ctx, node) }); err != nil {
+		stop()
+		return nil, nil, err
+	}
+	go d.ReleaseDeletedNodes(ctx)
+	return stop, d, nil
 }

@@ -180,6 +180,43 @@ func DiskSetSize(slot string, size int64) (Command, error) {
 	return Command{kind: "disk-set-size", text: fmt.Sprintf("/disk set [find slot=%s] file-size=%d", quote(slot), size)}, nil
 }
 
+// maxAllowedHosts bounds the allowed host list: fencing publishes a volume
+// to at most two nodes (a live migration); the margin is for a sentinel and
+// hand-written lists.
+const maxAllowedHosts = 8
+
+// DiskSetAllowedHosts restricts the disk's NVMe/TCP export to the host NQNs
+// in hosts (nvme-tcp-server-allow-host-name, a comma-separated list). Every
+// NQN is validated, so none can carry a comma, a quote or a second argument.
+// An empty list is refused: on RouterOS an empty value is reported to let
+// every host in, which must never happen by accident.
+func DiskSetAllowedHosts(slot string, hosts []string) (Command, error) {
+	if err := ValidateSlot(slot); err != nil {
+		return Command{}, err
+	}
+	if len(hosts) == 0 || len(hosts) > maxAllowedHosts {
+		return Command{}, invalidValue("allowed host list", strings.Join(hosts, ","), fmt.Sprintf("1 to %d host NQNs", maxAllowedHosts))
+	}
+	for _, h := range hosts {
+		if err := ValidateNQN(h); err != nil {
+			return Command{}, err
+		}
+	}
+	return Command{kind: "disk-set-allowed-hosts", text: fmt.Sprintf("/disk set [find slot=%s] nvme-tcp-server-allow-host-name=%s", quote(slot), quote(strings.Join(hosts, ",")))}, nil
+}
+
+// SplitAllowedHosts reads an nvme-tcp-server-allow-host-name value as the
+// list of host NQNs it holds, without empty entries.
+func SplitAllowedHosts(v string) []string {
+	var hosts []string
+	for h := range strings.SplitSeq(v, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			hosts = append(hosts, h)
+		}
+	}
+	return hosts
+}
+
 // DiskPrint prints the one disk in slot.
 func DiskPrint(slot string) (Command, error) {
 	if err := ValidateSlot(slot); err != nil {

@@ -3,6 +3,7 @@ package routeros
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"unicode"
@@ -24,6 +25,7 @@ func TestCommandsRenderExactly(t *testing.T) {
 	}{
 		{must(DiskAdd(spec)), "disk-add", `/disk add type=file file-path="/storage-pool/csi/pvc-a1.img" file-size=1610612736 slot="pvc-a1" mount-filesystem=no nvme-tcp-export=yes nvme-tcp-server-port=4420 nvme-tcp-server-nqn="nqn.2000-02.com.mikrotik:pvc-a1"`},
 		{must(DiskSetSize("pvc-a1", 2147483648)), "disk-set-size", `/disk set [find slot="pvc-a1"] file-size=2147483648`},
+		{must(DiskSetAllowedHosts("pvc-a1", []string{"nqn.2026-11.dev.csi.rds:node:a", "nqn.2026-11.dev.csi.rds:node:b"})), "disk-set-allowed-hosts", `/disk set [find slot="pvc-a1"] nvme-tcp-server-allow-host-name="nqn.2026-11.dev.csi.rds:node:a,nqn.2026-11.dev.csi.rds:node:b"`},
 		{must(DiskPrint("pvc-a1")), "disk-print", `/disk print detail where slot="pvc-a1"`},
 		{DiskList(), "disk-list", `/disk print detail`},
 		{must(DiskRemove("pvc-a1")), "disk-remove", `/disk remove [find slot="pvc-a1"]`},
@@ -69,10 +71,14 @@ func TestBuildersRefuseHostileValues(t *testing.T) {
 	good := DiskSpec{Slot: "pvc-a", FilePath: "/storage-pool/csi/pvc-a.img", Size: 4096, NQN: "nqn.2000-02.com.mikrotik:pvc-a", Port: 4420}
 	for _, v := range hostile {
 		builds := map[string]func() (Command, error){
-			"add slot":    func() (Command, error) { s := good; s.Slot = v; return DiskAdd(s) },
-			"add path":    func() (Command, error) { s := good; s.FilePath = "/storage-pool/" + v; return DiskAdd(s) },
-			"add nqn":     func() (Command, error) { s := good; s.NQN = "nqn.2000-02.com.mikrotik:" + v; return DiskAdd(s) },
-			"set":         func() (Command, error) { return DiskSetSize(v, 4096) },
+			"add slot":   func() (Command, error) { s := good; s.Slot = v; return DiskAdd(s) },
+			"add path":   func() (Command, error) { s := good; s.FilePath = "/storage-pool/" + v; return DiskAdd(s) },
+			"add nqn":    func() (Command, error) { s := good; s.NQN = "nqn.2000-02.com.mikrotik:" + v; return DiskAdd(s) },
+			"set":        func() (Command, error) { return DiskSetSize(v, 4096) },
+			"allow slot": func() (Command, error) { return DiskSetAllowedHosts(v, []string{"nqn.2026-11.dev.csi.rds:node:a"}) },
+			"allow host": func() (Command, error) {
+				return DiskSetAllowedHosts("pvc-a", []string{"nqn.2026-11.dev.csi.rds:node:a", "nqn.2026-11.dev.csi.rds:" + v})
+			},
 			"print":       func() (Command, error) { return DiskPrint(v) },
 			"remove":      func() (Command, error) { return DiskRemove(v) },
 			"file list":   func() (Command, error) { return FileList(v) },
@@ -319,4 +325,36 @@ func FuzzCommandsCannotBeInjected(f *testing.F) {
 			checkShape(t, cmd, []string{"/disk", "print", "detail", "where"}, map[string]string{"mount-point": v}, nil)
 		}
 	})
+}
+
+// A host list can neither be empty (RouterOS is reported to admit every host
+// then) nor smuggle a second host or argument inside one NQN.
+func TestAllowedHostsRefuseEmptyAndSmuggledLists(t *testing.T) {
+	for _, hosts := range [][]string{
+		nil,
+		{},
+		{""},
+		{"nqn.2026-11.dev.csi.rds:node:a,nqn.2026-11.dev.csi.rds:node:b"},
+		{`nqn.2026-11.dev.csi.rds:node:a" nvme-tcp-export="no`},
+		{"nqn.2026-11.dev.csi.rds:node:a", "not-an-nqn"},
+		strings.Split(strings.Repeat("nqn.2026-11.dev.csi.rds:node:a,", maxAllowedHosts+1), ",")[:maxAllowedHosts+1],
+	} {
+		if cmd, err := DiskSetAllowedHosts("pvc-a", hosts); !IsKind(err, KindInvalid) {
+			t.Errorf("DiskSetAllowedHosts(%q) = %q, %v; want KindInvalid", hosts, cmd, err)
+		}
+	}
+}
+
+func TestSplitAllowedHostsDropsEmptyEntries(t *testing.T) {
+	tests := map[string][]string{
+		"":        nil,
+		"a":       {"a"},
+		"a,b":     {"a", "b"},
+		" a , ,b": {"a", "b"},
+	}
+	for in, want := range tests {
+		if got := SplitAllowedHosts(in); !slices.Equal(got, want) {
+			t.Errorf("SplitAllowedHosts(%q) = %q, want %q", in, got, want)
+		}
+	}
 }

@@ -74,6 +74,16 @@ func (d *Disks) Resize(ctx context.Context, slot string, size int64) error {
 	return err
 }
 
+// SetAllowedHosts sets the host NQNs the disk's export admits.
+func (d *Disks) SetAllowedHosts(ctx context.Context, slot string, hosts []string) error {
+	cmd, err := DiskSetAllowedHosts(slot, hosts)
+	if err != nil {
+		return err
+	}
+	_, err = d.run.Run(ctx, cmd)
+	return err
+}
+
 // Remove removes the disk in slot; its backing file stays (RouterOS keeps it).
 func (d *Disks) Remove(ctx context.Context, slot string) error {
 	cmd, err := DiskRemove(slot)

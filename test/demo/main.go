@@ -86,7 +86,9 @@ func run(bin string) error {
 	ctrl, err := start(filepath.Join(bin, "rds-csi-controller"), filepath.Join(dir, "controller.log"),
 		"--endpoint", "unix://"+socket, "--rds-address", sshAddr, "--rds-user", "csi",
 		"--rds-private-key", filepath.Join(dir, "id_ed25519"), "--rds-host-key-fingerprint", fingerprint,
-		"--nvme-address", "127.0.0.1", "--base-path", "/storage-pool/rds-csi", "--metrics-address", "")
+		"--nvme-address", "127.0.0.1", "--base-path", "/storage-pool/rds-csi", "--metrics-address", "",
+		// No cluster here: attachments in memory (nothing is published).
+		"--attachment-state", "memory")
 	if err != nil {
 		return err
 	}

@@ -5,16 +5,24 @@
 package k8s
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log"
 	"os"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
 
 	"github.com/rds-csi/rds-csi/controller/routeros"
 	"github.com/rds-csi/rds-csi/test/harness"
@@ -31,6 +39,14 @@ const (
 	// its own name, so the apiserver's log shows who did what.
 	provisionerUser = "rds-csi:csi-provisioner"
 	attacherUser    = "rds-csi:csi-attacher"
+	// controllerUser is the name the API server gives the controller's
+	// service account (deploy/kubernetes/rbac-controller.yaml): the test bed
+	// applies that manifest's ClusterRole and binding, so the controller
+	// runs with exactly the permissions it ships with.
+	controllerUser = "system:serviceaccount:rds-csi:rds-csi-controller"
+	controllerRBAC = "../../deploy/kubernetes/rbac-controller.yaml"
+	// gracePeriod is the controller's --rwo-grace-period here.
+	gracePeriod = "2s"
 
 	// flowTimeout bounds each step of a flow (a PVC bound, a PV gone). The
 	// steps take about a second; the margin is for a loaded machine.
@@ -106,11 +122,19 @@ func newBed(t *testing.T) *bed {
 		Users: map[string][]string{
 			provisionerUser: {cluster.MastersGroup},
 			attacherUser:    {cluster.MastersGroup},
+			controllerUser:  nil,
 		},
 	})
 	b.client = b.cluster.Admin
+	if err := applyRBAC(t.Context(), b.client, controllerRBAC); err != nil {
+		t.Fatal(err)
+	}
 	b.rds = harness.StartRDS(t, rdssim.Config{}, routeros.ClientConfig{})
-	b.controller = cluster.StartController(t, cluster.ControllerConfig{Binary: controllerBin, RDS: b.rds, LogDir: b.cluster.LogDir})
+	b.controller = cluster.StartController(t, cluster.ControllerConfig{Binary: controllerBin, RDS: b.rds, LogDir: b.cluster.LogDir, Args: []string{
+		"--kubeconfig=" + b.cluster.Kubeconfig(controllerUser),
+		"--target-fencing",
+		"--rwo-grace-period=" + gracePeriod,
+	}})
 	b.provisioner = cluster.StartProvisioner(t, b.cluster, cluster.SidecarConfig{Binaries: bins, Socket: b.controller.Socket, User: provisionerUser})
 	b.attacher = cluster.StartAttacher(t, b.cluster, cluster.SidecarConfig{Binaries: bins, Socket: b.controller.Socket, User: attacherUser})
 
@@ -123,6 +147,48 @@ func newBed(t *testing.T) *bed {
 	}
 	t.Logf("test bed up in %s; logs in %s", time.Since(start).Round(10*time.Millisecond), b.cluster.LogDir)
 	return b
+}
+
+// applyRBAC creates the ServiceAccount, ClusterRole and ClusterRoleBinding
+// of a manifest in deploy/.
+func applyRBAC(ctx context.Context, cs kubernetes.Interface, path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	docs := yaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(b)))
+	for {
+		doc, err := docs.Read()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		if len(bytes.TrimSpace(doc)) == 0 {
+			continue
+		}
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		switch o := obj.(type) {
+		case *corev1.ServiceAccount:
+			if _, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: o.Namespace}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+				return err
+			}
+			_, err = cs.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.ClusterRole:
+			_, err = cs.RbacV1().ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.ClusterRoleBinding:
+			_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
+		default:
+			err = fmt.Errorf("%s: unexpected %T", path, obj)
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 // createPVC creates a claim on storageClass.

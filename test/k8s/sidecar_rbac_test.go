@@ -95,7 +95,7 @@ func TestTheSidecarsNeedNoMoreThanTheirRBAC(t *testing.T) {
 	c := cluster.Start(t, cluster.Config{
 		Binaries:          bins,
 		ControllerManager: true,
-		Users:             map[string][]string{rbacProvisioner: nil, rbacAttacher: nil},
+		Users:             map[string][]string{rbacProvisioner: nil, rbacAttacher: nil, controllerUser: nil},
 	})
 	ctx := t.Context()
 	for _, ns := range []string{"rds-csi", namespace} {
@@ -104,11 +104,16 @@ func TestTheSidecarsNeedNoMoreThanTheirRBAC(t *testing.T) {
 		}
 	}
 	applySidecarRBAC(t, c)
+	// The controller itself runs under its own RBAC, as in the Deployment.
+	if err := applyRBAC(ctx, c.Admin, controllerRBAC); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := c.Admin.StorageV1().StorageClasses().Create(ctx, cluster.StorageClass("rds", nil), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	rds := harness.StartRDS(t, rdssim.Config{}, routeros.ClientConfig{})
-	ctrl := cluster.StartController(t, cluster.ControllerConfig{Binary: controllerBin, RDS: rds, LogDir: c.LogDir})
+	ctrl := cluster.StartController(t, cluster.ControllerConfig{Binary: controllerBin, RDS: rds, LogDir: c.LogDir,
+		Args: []string{"--kubeconfig=" + c.Kubeconfig(controllerUser)}})
 	leader := []string{"--leader-election=true", "--leader-election-namespace=rds-csi"}
 	prov := cluster.StartProvisioner(t, c, cluster.SidecarConfig{Binaries: bins, Socket: ctrl.Socket, User: rbacProvisioner, Args: leader})
 	att := cluster.StartAttacher(t, c, cluster.SidecarConfig{Binaries: bins, Socket: ctrl.Socket, User: rbacAttacher, Args: leader})

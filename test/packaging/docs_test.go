@@ -24,6 +24,7 @@ import (
 
 	"github.com/rds-csi/rds-csi/agent"
 	"github.com/rds-csi/rds-csi/agent/heal"
+	"github.com/rds-csi/rds-csi/controller"
 	"github.com/rds-csi/rds-csi/controller/routeros"
 	"github.com/rds-csi/rds-csi/kube/events"
 	"github.com/rds-csi/rds-csi/rpc"
@@ -398,7 +399,7 @@ func (c captureRegistry) Unregister(prometheus.Collector) bool { return false }
 
 // metricPackages are the packages whose constructors register the driver's
 // metrics; driverMetrics calls each of them.
-var metricPackages = []string{"agent", "agent/heal", "controller/routeros", "kube/events", "rpc"}
+var metricPackages = []string{"agent", "agent/heal", "controller", "controller/routeros", "kube/events", "rpc"}
 
 // driverMetrics registers every metric of both binaries on a capturing
 // registry.
@@ -408,6 +409,7 @@ func driverMetrics(t *testing.T) captureRegistry {
 	agent.NewMetrics(reg)
 	heal.NewMetrics(reg)
 	routeros.NewMetrics(reg)
+	controller.New(controller.Options{}, nil, controller.WithMetrics(reg))
 	rpc.NewMetrics(reg)
 	api, err := events.NewAPI(&rest.Config{Host: "http://127.0.0.1:1"})
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
@@ -32,17 +33,18 @@ func Run(t *testing.T, accessType string) {
 	if os.Geteuid() != 0 {
 		t.Skip("SKIPPING csi-sanity: the node specs mount and attach loop devices, which needs root")
 	}
+	const nodeID = "sanity-node"
 	rds := harness.StartRDS(t, rdssim.Config{}, routeros.ClientConfig{})
 	opts := controller.Options{Version: "sanity", BasePath: "/storage-pool/sanity", NVMeAddress: "127.0.0.1"}
 	if err := opts.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	ctrl := serve(t, func(srv *grpc.Server) {
-		driver := controller.New(opts, rds.Disks)
+		driver := controller.New(opts, rds.Disks, controller.WithCluster(oneNodeCluster{node: nodeID}, nil))
 		csi.RegisterIdentityServer(srv, driver)
 		csi.RegisterControllerServer(srv, driver)
 	})
-	nodeOpts := agent.Options{Version: "sanity", NodeID: "sanity-node"}
+	nodeOpts := agent.Options{Version: "sanity", NodeID: nodeID}
 	if err := nodeOpts.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -109,4 +111,14 @@ func mustCommand(c routeros.Command, err error) routeros.Command {
 		panic(err)
 	}
 	return c
+}
+
+// oneNodeCluster is a cluster of the one node the suite's agent serves, so
+// that ControllerPublish can tell a node that does not exist (a spec of the
+// suite). Every attachment the controller made is one the cluster has.
+type oneNodeCluster struct{ node string }
+
+func (c oneNodeCluster) Attachment(string, string) (bool, time.Time) { return true, time.Time{} }
+func (c oneNodeCluster) NodeExists(node string) bool                 { return node == c.node }
+func (c oneNodeCluster) EachAttached(func(string, string, time.Time, map[string]string)) {
 }

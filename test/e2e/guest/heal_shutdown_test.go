@@ -3,9 +3,11 @@
 package guest
 
 import (
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/rds-csi/rds-csi/agent"
 	"github.com/rds-csi/rds-csi/agent/heal"
 	"github.com/rds-csi/rds-csi/volume"
 )
@@ -67,6 +69,53 @@ func TestHealShutdown(t *testing.T) {
 	a.mu.Unlock()
 	fr.assertLive(t)
 	h.teardown(t, v)
+}
+
+// TestHealShutdownIsUndoneByARestart: SIGTERM also comes with a restart
+// (systemctl restart, a DaemonSet rollout), and the shutdown mode cannot
+// tell. The restarted agent gives the volume its own ctrl_loss_tmo back and
+// makes its front queue again, or the next outage would fail its I/O.
+func TestHealShutdownIsUndoneByARestart(t *testing.T) {
+	h := newHealFixture(t, healOptions{})
+	v := h.create("heal-shutdown-restart", "block", map[string]string{volume.KeyCtrlLossTmo: "-1"})
+	h.stageAndPublish(t, v)
+	ctrl := ctrlName(controllersOf(t, v.nqn)[0])
+	front := agent.MapperName(v.id)
+	if !frontQueues(t, front) {
+		t.Fatalf("the front %s does not queue before the shutdown", front)
+	}
+
+	ctx := ctxFor(t, 30*time.Second)
+	must(t, "Shutdown", h.agent.loop.Shutdown(ctx, 3))
+	must(t, "StopQueueing", h.agent.node.StopQueueing(ctx))
+	if got := ctrlLossTmo(t, ctrl); got == -1 {
+		t.Fatalf("ctrl_loss_tmo of %s still off after Shutdown", ctrl)
+	}
+	if frontQueues(t, front) {
+		t.Fatalf("the front %s still queues after StopQueueing", front)
+	}
+	h.agent.stop()
+
+	second := h.startAgent()
+	if got := ctrlLossTmo(t, ctrl); got != -1 {
+		t.Errorf("ctrl_loss_tmo of %s is %d after the restart, want the volume's own: off (-1)", ctrl, got)
+	}
+	if !frontQueues(t, front) {
+		t.Errorf("the front %s does not queue after the restart", front)
+	}
+	second.waitState(t, v, 30*time.Second, heal.StateLive)
+	h.teardown(t, v)
+}
+
+// frontQueues reads from the kernel whether a front queues I/O while it
+// has no path.
+func frontQueues(t *testing.T, name string) bool {
+	t.Helper()
+	table, err := agent.KernelMapper{}.Table(ctxFor(t, 30*time.Second), name)
+	if err != nil || len(table) == 0 {
+		t.Fatalf("table of %s: %v %v", name, table, err)
+	}
+	return strings.Contains(table[0].Params, "queue_if_no_path")
 }
 
 func ctrlLossTmo(t *testing.T, controller string) int {

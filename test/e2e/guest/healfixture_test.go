@@ -161,6 +161,10 @@ func (h *healFixture) startAgent() *healAgent {
 		cancel()
 		t.Fatalf("resuming from the records under %s: %v", h.kubelet, err)
 	}
+	if err := a.node.UndoShutdown(ctx, a.resumed); err != nil {
+		cancel()
+		t.Fatalf("undoing a shutdown mode: %v", err)
+	}
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	loopDone := make(chan error, 1)
 	go func() { loopDone <- a.loop.Run(loopCtx) }()

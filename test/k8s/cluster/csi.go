@@ -69,7 +69,7 @@ type ControllerConfig struct {
 }
 
 // StartController starts the controller against cfg.RDS on a new unix
-// socket and waits until its Probe reports ready (it reached the RDS). The
+// socket and waits until its Probe reports ready (its gRPC server answers). The
 // controller stops when t ends; Stop, Kill and Start restart it mid-test.
 func StartController(t testing.TB, cfg ControllerConfig) *Controller {
 	t.Helper()
