@@ -20,7 +20,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/restmapper"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/rds-csi/rds-csi/test/k8s/binaries"
 	"github.com/rds-csi/rds-csi/test/k8s/cluster"
@@ -319,14 +318,7 @@ func TestTheAPIServerAcceptsEveryManifest(t *testing.T) {
 	}
 
 	c := cluster.Start(t, cluster.Config{Binaries: bins})
-	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig(cluster.AdminUser))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dyn := dynamicClient(t, c)
 	// The VolumeSnapshotClass and VolumeSnapshot examples need their CRDs.
 	installSnapshotCRDs(t.Context(), t, dyn, c.Admin.Discovery())
 	groups, err := restmapper.GetAPIGroupResources(c.Admin.Discovery())

@@ -23,6 +23,7 @@ import (
 const (
 	rbacProvisioner = "rds-csi:rbac-provisioner"
 	rbacAttacher    = "rds-csi:rbac-attacher"
+	rbacSnapshotter = "rds-csi:rbac-snapshotter"
 )
 
 // applySidecarRBAC creates the ClusterRoles, Roles and bindings of
@@ -49,7 +50,8 @@ func applySidecarRBAC(t *testing.T, c *cluster.Cluster) {
 	subjects := map[string][]rbacv1.Subject{
 		"rds-csi-provisioner":     users(rbacProvisioner),
 		"rds-csi-attacher":        users(rbacAttacher),
-		"rds-csi-leader-election": users(rbacProvisioner, rbacAttacher),
+		"rds-csi-snapshotter":     users(rbacSnapshotter),
+		"rds-csi-leader-election": users(rbacProvisioner, rbacAttacher, rbacSnapshotter),
 	}
 	ctx := t.Context()
 	rbac := c.Admin.RbacV1()
@@ -84,10 +86,10 @@ func applySidecarRBAC(t *testing.T, c *cluster.Cluster) {
 	t.Logf("applied %d RBAC objects of rbac-sidecars.yaml", created)
 }
 
-// The real csi-provisioner and csi-attacher, with leader election in the
-// driver's namespace as the Deployment runs them, provision, attach, detach
-// and delete a volume with no permission but rbac-sidecars.yaml's, and log
-// no access the apiserver refused.
+// The real csi-provisioner, csi-attacher and csi-snapshotter, with leader
+// election in the driver's namespace as the Deployment runs them, provision,
+// attach, detach, snapshot, restore and delete volumes with no permission
+// but rbac-sidecars.yaml's, and log no access the apiserver refused.
 func TestTheSidecarsNeedNoMoreThanTheirRBAC(t *testing.T) {
 	if os.Getenv("RDS_CSI_K8S") == "skip" {
 		t.Skip("SKIP: the control-plane tests are switched off by RDS_CSI_K8S=skip")
@@ -95,7 +97,7 @@ func TestTheSidecarsNeedNoMoreThanTheirRBAC(t *testing.T) {
 	c := cluster.Start(t, cluster.Config{
 		Binaries:          bins,
 		ControllerManager: true,
-		Users:             map[string][]string{rbacProvisioner: nil, rbacAttacher: nil, controllerUser: nil},
+		Users:             map[string][]string{rbacProvisioner: nil, rbacAttacher: nil, rbacSnapshotter: nil, controllerUser: nil},
 	})
 	ctx := t.Context()
 	for _, ns := range []string{"rds-csi", namespace} {
@@ -117,6 +119,12 @@ func TestTheSidecarsNeedNoMoreThanTheirRBAC(t *testing.T) {
 	leader := []string{"--leader-election=true", "--leader-election-namespace=rds-csi"}
 	prov := cluster.StartProvisioner(t, c, cluster.SidecarConfig{Binaries: bins, Socket: ctrl.Socket, User: rbacProvisioner, Args: leader})
 	att := cluster.StartAttacher(t, c, cluster.SidecarConfig{Binaries: bins, Socket: ctrl.Socket, User: rbacAttacher, Args: leader})
+	// Snapshots: the cluster's CRDs and snapshot-controller, and the
+	// driver's csi-snapshotter under rbac-sidecars.yaml alone.
+	dyn := dynamicClient(t, c)
+	installSnapshotCRDs(ctx, t, dyn, c.Admin.Discovery())
+	cluster.StartSnapshotController(t, c, bins)
+	snapper := cluster.StartSnapshotter(t, c, cluster.SidecarConfig{Binaries: bins, Socket: ctrl.Socket, User: rbacSnapshotter, Args: leader})
 
 	b := &bed{cluster: c, client: c.Admin, rds: rds, controller: ctrl, provisioner: prov, attacher: att}
 	if err := cluster.RegisterNode(ctx, c.Admin, "node-1", "node-1", false); err != nil {
@@ -140,15 +148,16 @@ func TestTheSidecarsNeedNoMoreThanTheirRBAC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	b.snapshotAndRestore(t, dyn, "rbac", "64Mi")
 	b.deletePVC(t, "rbac", pv)
 	leases, err := c.Admin.CoordinationV1().Leases("rds-csi").List(ctx, metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(leases.Items) < 2 {
+	if len(leases.Items) < 3 {
 		t.Errorf("%d leader-election Leases in rds-csi, want one per sidecar", len(leases.Items))
 	}
-	for _, p := range []interface{ LogPath() string }{prov, att} {
+	for _, p := range []interface{ LogPath() string }{prov, att, snapper} {
 		log, err := os.ReadFile(p.LogPath())
 		if err != nil {
 			t.Fatal(err)

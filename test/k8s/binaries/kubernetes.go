@@ -21,6 +21,8 @@ const (
 	KubeControllerManager = "kube-controller-manager"
 	CSIProvisioner        = "csi-provisioner"
 	CSIAttacher           = "csi-attacher"
+	CSISnapshotter        = "csi-snapshotter"
+	SnapshotController    = "snapshot-controller"
 )
 
 // DefaultCacheDir is the cache when RDS_CSI_K8S_CACHE is not set.
@@ -36,7 +38,8 @@ func CacheDir() string {
 
 // Kubernetes returns the test bed's two wrapper modules under repoRoot:
 // test/k8s/tools/controlplane (etcd, kube-apiserver, kube-controller-manager)
-// and test/k8s/tools/sidecars (csi-provisioner, csi-attacher). The
+// and test/k8s/tools/sidecars (csi-provisioner, csi-attacher,
+// csi-snapshotter, snapshot-controller). The
 // apiserver's version stamp is read from the k8s.io/kubernetes requirement,
 // so that bumping the version in go.mod is the whole upgrade.
 func Kubernetes(repoRoot string) ([]Module, error) {
@@ -62,6 +65,8 @@ func Kubernetes(repoRoot string) ([]Module, error) {
 			Tools: []Tool{
 				{Name: CSIProvisioner, Package: "github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner", ColdHint: "about 5 min"},
 				{Name: CSIAttacher, Package: "github.com/kubernetes-csi/external-attacher/v4/cmd/csi-attacher", ColdHint: "seconds after the provisioner"},
+				{Name: CSISnapshotter, Package: "github.com/kubernetes-csi/external-snapshotter/v8/cmd/csi-snapshotter", ColdHint: "about 3 min"},
+				{Name: SnapshotController, Package: "github.com/kubernetes-csi/external-snapshotter/v8/cmd/snapshot-controller", ColdHint: "seconds after the snapshotter"},
 			},
 		},
 	}, nil

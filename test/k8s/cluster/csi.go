@@ -146,7 +146,7 @@ func (c *Controller) WaitReady(ctx context.Context) error {
 
 // SidecarConfig configures a CSI sidecar.
 type SidecarConfig struct {
-	// Binaries holds csi-provisioner and csi-attacher.
+	// Binaries holds the sidecars' binaries.
 	Binaries binaries.Set
 	// Socket is the driver's unix socket.
 	Socket string
@@ -173,26 +173,43 @@ func StartAttacher(t testing.TB, c *Cluster, cfg SidecarConfig) *Process {
 	return startSidecar(t, c, cfg, binaries.CSIAttacher)
 }
 
+// StartSnapshotter starts csi-snapshotter against cfg.Socket, restarted
+// like StartProvisioner's. It needs the snapshot CRDs.
+func StartSnapshotter(t testing.TB, c *Cluster, cfg SidecarConfig) *Process {
+	t.Helper()
+	return startSidecar(t, c, cfg, binaries.CSISnapshotter)
+}
+
+// StartSnapshotController starts the cluster's snapshot-controller (which
+// turns VolumeSnapshots into VolumeSnapshotContents for the snapshotter) as
+// the admin: its RBAC is the cluster's, not the driver's.
+func StartSnapshotController(t testing.TB, c *Cluster, bins binaries.Set) *Process {
+	t.Helper()
+	return startTool(t, c, bins, binaries.SnapshotController,
+		"--kubeconfig="+c.Kubeconfig(AdminUser), "--leader-election=false", "--retry-interval-max="+sidecarRetryMax, "--v=5")
+}
+
 func startSidecar(t testing.TB, c *Cluster, cfg SidecarConfig, name string, args ...string) *Process {
 	t.Helper()
-	bin := cfg.Binaries[name]
+	return startTool(t, c, cfg.Binaries, name, append(append([]string{
+		"--csi-address=" + cfg.Socket,
+		"--kubeconfig=" + c.Kubeconfig(cfg.User),
+		"--leader-election=false",
+		"--timeout=" + sidecarTimeout,
+		"--retry-interval-max=" + sidecarRetryMax,
+		"--v=5",
+	}, args...), cfg.Args...)...)
+}
+
+// startTool starts the built tool name with args, restarted whenever it
+// exits, and stops it when the test ends.
+func startTool(t testing.TB, c *Cluster, bins binaries.Set, name string, args ...string) *Process {
+	t.Helper()
+	bin := bins[name]
 	if bin == "" {
 		t.Fatalf("no %s binary", name)
 	}
-	p := NewProcess(ProcessSpec{
-		Name: name,
-		Path: bin,
-		Args: append(append([]string{
-			"--csi-address=" + cfg.Socket,
-			"--kubeconfig=" + c.Kubeconfig(cfg.User),
-			"--leader-election=false",
-			"--timeout=" + sidecarTimeout,
-			"--retry-interval-max=" + sidecarRetryMax,
-			"--v=5",
-		}, args...), cfg.Args...),
-		LogDir:  c.LogDir,
-		Restart: true,
-	})
+	p := NewProcess(ProcessSpec{Name: name, Path: bin, Args: args, LogDir: c.LogDir, Restart: true})
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
