@@ -154,7 +154,7 @@ func TestTwoPVsOfOneVolumeDoNotReleaseALiveHolder(t *testing.T) {
 	client := fake.NewClientset(testPV("pv-a", id, corev1.ReadWriteOnce), testPV("pv-b", id, corev1.ReadWriteOnce), testNodes("node-1")[0], testNodes("node-2")[0])
 	d := clusterDriver(t, b, client)
 	createVA(t, client, testVA("pv-a", "node-1", b.clock.Now(), false))
-	waitUntil(t, "the informer", func() bool { ok, _ := d.view.Attachment(id, "node-1"); return ok })
+	waitUntil(t, "the informer", func() bool { live, _ := d.view.LiveAttachments(id); return len(live) == 1 })
 	must(t, publishTo(d, id, "node-1", rwo))
 	b.clock.Step(time.Hour) // far past the grace period
 	createVA(t, client, testVA("pv-b", "node-2", b.clock.Now(), false))
