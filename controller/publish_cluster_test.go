@@ -287,6 +287,10 @@ func TestAVolumeThatCannotBeReleasedHoldsUpNoOther(t *testing.T) {
 	b.view.deleteNode("node-1")
 	done := make(chan struct{})
 	go func() { defer close(done); b.d.ReleaseNode(context.Background(), "node-1") }()
+	waitUntil(t, "the other volume to be released", func() bool {
+		disk, err := b.rds.Disks.Get(context.Background(), fine)
+		return err == nil && disk.AllowHostName == FencedHostNQN
+	})
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
