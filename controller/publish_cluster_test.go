@@ -481,3 +481,31 @@ func TestRebuildOrdersSameSecondAttachmentsByThePVRecord(t *testing.T) {
 		t.Errorf("rebuilt %v, want the PV's order node-z (source), node-a", got)
 	}
 }
+
+// A volume busy with another operation holds up none of the node's other
+// volumes: each is released on its own.
+func TestABusyVolumeDoesNotHoldUpTheNodesOtherVolumes(t *testing.T) {
+	b := newPublishBed(t, true, nil)
+	busy := b.volume(t, "pvc-a-busy", rwo)
+	fine := b.volume(t, "pvc-b-fine", rwo)
+	must(t, b.publish(busy, "node-1", rwo))
+	must(t, b.publish(fine, "node-1", rwo))
+	b.view.deleteNode("node-1")
+	release, ok := b.d.inFlight.TryAcquire(busy)
+	if !ok {
+		t.Fatal("volume busy")
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); b.d.ReleaseNode(context.Background(), "node-1") }()
+	waitUntil(t, "the other volume to be released", func() bool {
+		disk, err := b.rds.Disks.Get(context.Background(), fine)
+		return err == nil && disk.AllowHostName == FencedHostNQN
+	})
+	release()
+	waitUntil(t, "the release to wait for its retry", b.clock.HasWaiters)
+	b.clock.Step(releaseRetry)
+	<-done
+	if got := b.allowed(t, busy); !slices.Equal(got, []string{FencedHostNQN}) {
+		t.Errorf("the busy volume, once free, admits %q", got)
+	}
+}
