@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"sync"
@@ -221,20 +222,33 @@ func TestUnpublishFromEveryNodeLeavesNobodyAdmitted(t *testing.T) {
 	}
 }
 
-// invalidEntryRDS shows, once, an allowed host list with an entry that is
-// no valid NQN (written by hand): the controller never copies it.
+// trigger makes a test double misbehave once, when the test says so.
+type trigger struct {
+	mu sync.Mutex
+	on bool
+}
+
+func (t *trigger) arm() { t.mu.Lock(); t.on = true; t.mu.Unlock() }
+
+// fire reports whether the trigger was armed, and disarms it.
+func (t *trigger) fire() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	on := t.on
+	t.on = false
+	return on
+}
+
+// invalidEntryRDS shows, once armed, an allowed host list with an entry
+// that is no valid NQN (written by hand): the controller never copies it.
 type invalidEntryRDS struct {
 	RDS
-	mu    sync.Mutex
-	armed bool
+	trigger
 }
 
 func (r *invalidEntryRDS) Get(ctx context.Context, slot string) (routeros.Disk, error) {
 	disk, err := r.RDS.Get(ctx, slot)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err == nil && r.armed {
-		r.armed = false
+	if err == nil && r.fire() {
 		disk.AllowHostName += ",not an nqn"
 	}
 	return disk, err
@@ -245,40 +259,32 @@ func TestAnInvalidEntryOnTheDiskDoesNotBlockUnpublish(t *testing.T) {
 	b := newPublishBed(t, true, func(r RDS) RDS { inv = &invalidEntryRDS{RDS: r}; return inv })
 	id := b.volume(t, "pvc-invalid-entry", rwo)
 	must(t, b.publish(id, "node-1", rwo))
-	inv.mu.Lock()
-	inv.armed = true
-	inv.mu.Unlock()
+	inv.arm()
 	must(t, b.unpublish(id, "node-1"))
 	if got := b.allowed(t, id); !slices.Equal(got, []string{FencedHostNQN}) {
 		t.Errorf("the RDS admits %q, want nobody", got)
 	}
 }
 
-// refusingRDS refuses every allowed host list of one disk, as RouterOS
-// does a value it cannot take.
+// refusingRDS refuses every allowed host list of the disk *slot names, as
+// RouterOS does a value it cannot take.
 type refusingRDS struct {
 	RDS
-	slot string
+	slot *string
 }
 
-func (r refusingRDS) SetAllowedHosts(ctx context.Context, slot string, hosts []string) error {
-	if slot == r.slot {
-		return &routeros.Error{Kind: routeros.KindInvalid, Command: "disk-set-allowed-hosts", Err: errInvalidForTest}
+func (r *refusingRDS) SetAllowedHosts(ctx context.Context, slot string, hosts []string) error {
+	if slot == *r.slot {
+		return &routeros.Error{Kind: routeros.KindInvalid, Command: "disk-set-allowed-hosts", Err: errors.New("invalid value for argument nvme-tcp-server-allow-host-name")}
 	}
 	return r.RDS.SetAllowedHosts(ctx, slot, hosts)
 }
-
-var errInvalidForTest = errorString("invalid value for argument nvme-tcp-server-allow-host-name")
-
-type errorString string
-
-func (e errorString) Error() string { return string(e) }
 
 // A volume whose release fails for good is given up (logged, counted);
 // the node's other volumes are released all the same, and the release ends.
 func TestAVolumeThatCannotBeReleasedHoldsUpNoOther(t *testing.T) {
 	var slot string
-	b := newPublishBed(t, true, func(r RDS) RDS { return &lateRefusingRDS{RDS: r, slot: &slot} })
+	b := newPublishBed(t, true, func(r RDS) RDS { return &refusingRDS{RDS: r, slot: &slot} })
 	stuck := b.volume(t, "pvc-a-stuck", rwo)
 	fine := b.volume(t, "pvc-b-fine", rwo)
 	must(t, b.publish(stuck, "node-1", rwo))
@@ -302,18 +308,6 @@ func TestAVolumeThatCannotBeReleasedHoldsUpNoOther(t *testing.T) {
 	if got := testutil.ToFloat64(b.d.migration.abandoned); got != 1 {
 		t.Errorf("abandoned releases %v, want 1", got)
 	}
-}
-
-type lateRefusingRDS struct {
-	RDS
-	slot *string
-}
-
-func (r *lateRefusingRDS) SetAllowedHosts(ctx context.Context, slot string, hosts []string) error {
-	if slot == *r.slot {
-		return refusingRDS{RDS: r.RDS, slot: slot}.SetAllowedHosts(ctx, slot, hosts)
-	}
-	return r.RDS.SetAllowedHosts(ctx, slot, hosts)
 }
 
 // The access mode is recorded with each attachment: a single-writer holder
@@ -430,22 +424,16 @@ func TestUnpublishingAGoneVolumeEndsItsMigration(t *testing.T) {
 	}
 }
 
-// manglingRDS applies, once, another list than it was given (it drops the
-// first host), as an RDS that read the property differently would.
+// manglingRDS applies, once armed, another list than it was given (it
+// drops the first host), as an RDS that read the property differently
+// would.
 type manglingRDS struct {
 	RDS
-	mu   sync.Mutex
-	once bool
+	trigger
 }
 
 func (r *manglingRDS) SetAllowedHosts(ctx context.Context, slot string, hosts []string) error {
-	r.mu.Lock()
-	mangle := r.once && len(hosts) > 1
-	if mangle {
-		r.once = false
-	}
-	r.mu.Unlock()
-	if mangle {
+	if len(hosts) > 1 && r.fire() {
 		hosts = hosts[1:]
 	}
 	return r.RDS.SetAllowedHosts(ctx, slot, hosts)
@@ -458,9 +446,7 @@ func TestAFailedFenceRestoresThePreviousList(t *testing.T) {
 	b := newPublishBed(t, true, func(r RDS) RDS { m = &manglingRDS{RDS: r}; return m })
 	id := b.volume(t, "pvc-rollback", rwxBlock)
 	must(t, b.publish(id, "node-a", rwxBlock))
-	m.mu.Lock()
-	m.once = true
-	m.mu.Unlock()
+	m.arm()
 	wantCode(t, b.publish(id, "node-b", rwxBlock), codes.Internal, "the RDS shows")
 	if got, want := b.allowed(t, id), hostNQNs("node-a"); !slices.Equal(got, want) {
 		t.Errorf("after the failed fence the RDS admits %q, want node-a's list restored: %q", got, want)
