@@ -334,12 +334,7 @@ func TestALateReleaseChecksTheNodeAgain(t *testing.T) {
 	id := b.volume(t, "pvc-back", rwo)
 	must(t, b.publish(id, "node-1", rwo))
 	b.view.deleteNode("node-1")
-	release, ok := b.d.inFlight.TryAcquire(id)
-	if !ok {
-		t.Fatal("volume busy")
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); b.d.ReleaseNode(context.Background(), "node-1") }()
+	release, done := busyRelease(t, b, id, "node-1")
 	waitUntil(t, "the release to wait", b.clock.HasWaiters)
 	b.view.registerNode("node-1") // the kubelet registered it again
 	release()
@@ -355,9 +350,7 @@ func TestALateReleaseChecksTheNodeAgain(t *testing.T) {
 	// Deleted again; the attachment is then re-made (newer than the
 	// deletion) before the release gets the volume.
 	b.view.deleteNode("node-1")
-	release, _ = b.d.inFlight.TryAcquire(id)
-	done = make(chan struct{})
-	go func() { defer close(done); b.d.ReleaseNode(context.Background(), "node-1") }()
+	release, done = busyRelease(t, b, id, "node-1")
 	waitUntil(t, "the release to wait", b.clock.HasWaiters)
 	b.clock.Step(time.Millisecond)
 	rec := b.d.attached.get(id)
@@ -477,12 +470,7 @@ func TestABusyVolumeDoesNotHoldUpTheNodesOtherVolumes(t *testing.T) {
 	must(t, b.publish(busy, "node-1", rwo))
 	must(t, b.publish(fine, "node-1", rwo))
 	b.view.deleteNode("node-1")
-	release, ok := b.d.inFlight.TryAcquire(busy)
-	if !ok {
-		t.Fatal("volume busy")
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); b.d.ReleaseNode(context.Background(), "node-1") }()
+	release, done := busyRelease(t, b, busy, "node-1")
 	waitUntil(t, "the other volume to be released", func() bool {
 		disk, err := b.rds.Disks.Get(context.Background(), fine)
 		return err == nil && disk.AllowHostName == FencedHostNQN
@@ -494,4 +482,18 @@ func TestABusyVolumeDoesNotHoldUpTheNodesOtherVolumes(t *testing.T) {
 	if got := b.allowed(t, busy); !slices.Equal(got, []string{FencedHostNQN}) {
 		t.Errorf("the busy volume, once free, admits %q", got)
 	}
+}
+
+// busyRelease holds volume id's in-flight key, as another operation would,
+// and releases node's attachments meanwhile: done closes when ReleaseNode
+// returns.
+func busyRelease(t *testing.T, b *publishBed, id, node string) (release func(), done chan struct{}) {
+	t.Helper()
+	release, ok := b.d.inFlight.TryAcquire(id)
+	if !ok {
+		t.Fatal("volume busy")
+	}
+	done = make(chan struct{})
+	go func() { defer close(done); b.d.ReleaseNode(context.Background(), node) }()
+	return release, done
 }
