@@ -8,23 +8,37 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
+
+	"github.com/rds-csi/rds-csi/volume"
 )
 
 // ClusterView is the cluster's own record of attachments, read from informer
 // caches (kube.Watcher implements it). Kubernetes holds the truth about
 // attachments in VolumeAttachments; the controller's state is rebuilt from
-// them at start and checked against them before a holder blocks another node.
+// them at start, completed from them before every publish (another
+// controller process may have attached the volume meanwhile), and checked
+// against them before a holder blocks another node.
 type ClusterView interface {
 	// Attachment reports whether a VolumeAttachment of this driver attaches
-	// volumeID to node and, when it is being deleted, since when.
+	// volumeID to node and, when it is being deleted, since when. When it
+	// cannot tell (no PV of this driver has the volume handle, a cache
+	// failed), it reports that one exists: a holder is released only on
+	// positive evidence that its attachment is gone.
 	Attachment(volumeID, node string) (exists bool, deleting time.Time)
 	// NodeExists reports whether node is a Node of the cluster.
 	NodeExists(node string) bool
 	// EachAttached calls fn for every VolumeAttachment of this driver whose
-	// status says attached, with its creation time and the volume context of
-	// its PV.
-	EachAttached(fn func(volumeID, node string, since time.Time, volumeContext map[string]string))
+	// status says attached.
+	EachAttached(fn func(volumeID string, a ClusterAttachment))
+	// LiveAttachments lists the VolumeAttachments of this driver, attached
+	// or being attached and not being deleted, of every PV of this driver
+	// whose volume handle is volumeID.
+	LiveAttachments(volumeID string) ([]ClusterAttachment, error)
 }
+
+// ClusterAttachment is one VolumeAttachment of this driver as the cluster
+// shows it (defined in package volume, which kube.Watcher shares).
+type ClusterAttachment = volume.Attachment
 
 // Reporter tells people what happened to a volume (kube.Watcher implements
 // it). Neither method holds up an attachment: both are records.
@@ -81,6 +95,8 @@ func WithMetrics(reg prometheus.Registerer) Option {
 type attachedNode struct {
 	node  string
 	since time.Time
+	// multi: published MULTI_NODE_MULTI_WRITER; otherwise single-node.
+	multi bool
 }
 
 // attachment is what the controller knows of one published volume.
@@ -148,25 +164,67 @@ func (s *attachments) put(id string, a attachment) {
 	if s.vols == nil {
 		s.vols = map[string]*attachment{}
 	}
+	a.nodes = slices.Clone(a.nodes)
 	s.vols[id] = &a
 }
 
-// remove drops node from the volume's record and returns the record as it
-// was, in one step: the timeout check cannot slip in between.
-func (s *attachments) remove(id, node string) (before attachment, removed bool) {
+// swap stores the volume's record and returns the one it replaces, in one
+// step: what the timeout check marked on the stored record meanwhile is in
+// the record returned, and is kept when a is the same dual attachment.
+func (s *attachments) swap(id string, a attachment) (before attachment) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p := s.vols[id]; p != nil {
+		before = *p
+		before.nodes = slices.Clone(p.nodes)
+		if sameMigration(before, a) {
+			a.timeoutReported = a.timeoutReported || before.timeoutReported
+		}
+	}
+	if len(a.nodes) == 0 {
+		delete(s.vols, id)
+		return before
+	}
+	if s.vols == nil {
+		s.vols = map[string]*attachment{}
+	}
+	a.nodes = slices.Clone(a.nodes)
+	s.vols[id] = &a
+	return before
+}
+
+// sameMigration reports whether a and b are the same dual attachment.
+func sameMigration(a, b attachment) bool {
+	am, _ := a.migrating()
+	bm, _ := b.migrating()
+	return am && bm && a.nodes[0] == b.nodes[0] && a.nodes[1] == b.nodes[1]
+}
+
+// remove drops nodes from the volume's record and returns the record as it
+// was and the nodes it held, in one step: the timeout check cannot slip in
+// between.
+func (s *attachments) remove(id string, nodes []string) (before attachment, removed []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a := s.vols[id]
-	if a == nil || a.index(node) < 0 {
-		return attachment{}, false
+	if a == nil {
+		return attachment{}, nil
 	}
 	before = *a
 	before.nodes = slices.Clone(a.nodes)
-	a.nodes = slices.DeleteFunc(a.nodes, func(n attachedNode) bool { return n.node == node })
+	a.nodes = slices.DeleteFunc(a.nodes, func(n attachedNode) bool {
+		if slices.Contains(nodes, n.node) {
+			removed = append(removed, n.node)
+			return true
+		}
+		return false
+	})
 	if len(a.nodes) == 0 {
 		delete(s.vols, id)
+	} else if len(removed) > 0 && len(a.nodes) < 2 {
+		a.timeoutReported = false
 	}
-	return before, true
+	return before, removed
 }
 
 // nodes lists every node some volume is attached to.
@@ -235,6 +293,9 @@ type migrationMetrics struct {
 	duration prometheus.Histogram
 	results  *prometheus.CounterVec
 	active   prometheus.GaugeFunc
+	// abandoned counts releases of a deleted node's attachment given up
+	// on an error that retrying cannot fix.
+	abandoned prometheus.Counter
 }
 
 func newMigrationMetrics(state *attachments) *migrationMetrics {
@@ -252,6 +313,10 @@ func newMigrationMetrics(state *attachments) *migrationMetrics {
 			Namespace: "rds", Subsystem: "migration", Name: "active",
 			Help: "Volumes attached to two nodes right now (live migrations in progress).",
 		}, func() float64 { return float64(state.dualCount()) }),
+		abandoned: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "rds", Subsystem: "attachment", Name: "releases_abandoned_total",
+			Help: "Attachments of deleted Nodes the controller gave up releasing on an error that retrying cannot fix (logged with the volume); release them by hand.",
+		}),
 	}
 	for _, r := range []string{migrationResultSuccess, migrationResultFailed, migrationResultTimeout} {
 		m.results.WithLabelValues(r)
@@ -260,5 +325,5 @@ func newMigrationMetrics(state *attachments) *migrationMetrics {
 }
 
 func (m *migrationMetrics) register(reg prometheus.Registerer) {
-	reg.MustRegister(m.duration, m.results, m.active)
+	reg.MustRegister(m.duration, m.results, m.active, m.abandoned)
 }

@@ -459,7 +459,7 @@ func toStatus(err error) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, errMismatch) {
+	if errors.Is(err, errMismatch) || errors.Is(err, errIncompatible) {
 		return status.Error(codes.AlreadyExists, err.Error())
 	}
 	if errors.Is(err, errRefused) || errors.Is(err, errConflict) {
@@ -467,6 +467,9 @@ func toStatus(err error) error {
 	}
 	if errors.Is(err, errBadContext) {
 		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	if errors.Is(err, errClusterUnknown) {
+		return status.Error(codes.Unavailable, err.Error())
 	}
 	if errors.Is(err, errHandOff) {
 		return status.Error(codes.Aborted, err.Error())

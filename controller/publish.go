@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -40,6 +41,11 @@ var (
 	errBadContext = errors.New("invalid volume context")
 	// errFenceMismatch: the RDS did not take the allowed host list.
 	errFenceMismatch = errors.New("the RDS shows another allowed host list than was set")
+	// errIncompatible: the volume is published to the node already, with
+	// another access mode.
+	errIncompatible = errors.New("volume is published to the node with an incompatible capability")
+	// errClusterUnknown: the cluster's attachments cannot be read.
+	errClusterUnknown = errors.New("cannot read the cluster's attachments")
 )
 
 // ControllerPublishVolume attaches a volume to a node: it checks that the
@@ -90,14 +96,25 @@ func (d *Driver) ControllerPublishVolume(ctx context.Context, req *csi.Controlle
 func (d *Driver) publish(ctx context.Context, disk routeros.Disk, node string, multi bool, vctx map[string]string) error {
 	id := disk.Slot
 	rec := d.attached.get(id)
-	if rec.index(node) >= 0 {
+	merged, err := d.mergeLive(id, node, &rec)
+	if err != nil {
+		return err
+	}
+	if merged {
+		// The cluster's attachments are the truth: recorded even when
+		// this publish is refused, so that unpublish keeps their access.
+		d.attached.swap(id, rec)
+	}
+	if i := rec.index(node); i >= 0 {
 		// Published already: the attacher retries and resyncs. The target
-		// must still admit the node.
+		// must still admit the node, with the same access mode.
+		if rec.nodes[i].multi != multi {
+			return fmt.Errorf("%w: volume %s is published to node %s %s; it cannot be published there again %s",
+				errIncompatible, id, node, modeName(rec.nodes[i].multi), modeName(multi))
+		}
 		return d.fence(ctx, disk, rec.names())
 	}
 	now := d.clock.Now()
-	before := rec
-	before.nodes = slices.Clone(rec.nodes)
 	released, err := d.pruneStale(id, &rec, now)
 	if err != nil {
 		return err
@@ -109,6 +126,10 @@ func (d *Driver) publish(ctx context.Context, disk routeros.Disk, node string, m
 		return d.conflict(id, node, fmt.Errorf("%w: volume %s is attached to node %s and is ReadWriteOnce: it can be attached to one node at a time. "+
 			"Stop the Pod using it on %s so that it detaches there (or, if that node is gone for good, delete its Node object to release the volume); %s attaches it next",
 			errConflict, id, rec.nodes[0].node, rec.nodes[0].node, node))
+	case !rec.nodes[0].multi:
+		return d.conflict(id, node, fmt.Errorf("%w: volume %s is attached to node %s %s: no second node may attach it, whatever mode it asks for. "+
+			"Stop the Pod using it on %s so that it detaches there; %s attaches it next",
+			errConflict, id, rec.nodes[0].node, modeName(false), rec.nodes[0].node, node))
 	case len(rec.nodes) >= maxAttachedNodes:
 		_, since := rec.migrating()
 		elapsed := now.Sub(since).Round(time.Second)
@@ -129,20 +150,26 @@ func (d *Driver) publish(ctx context.Context, disk routeros.Disk, node string, m
 	if err := d.fence(ctx, disk, append(rec.names(), node)); err != nil {
 		return err
 	}
-	rec.nodes = append(rec.nodes, attachedNode{node: node, since: now})
+	rec.nodes = append(rec.nodes, attachedNode{node: node, since: now, multi: multi})
 	if secondary {
 		rec.migrationTimeout, rec.timeoutReported = timeout, false
 	}
-	d.attached.put(id, rec)
-	klog.InfoS("Volume published", "volumeID", id, "node", node, "nodes", rec.names(), "fenced", d.opts.TargetFencing)
+	// The stored record, not the copy read above: the timeout check may
+	// have reported its dual attachment meanwhile.
+	before := d.attached.swap(id, rec)
+	klog.InfoS("Volume published", "volumeID", id, "node", node, "nodes", rec.names(), "multiWriter", multi, "fenced", d.opts.TargetFencing)
 
 	for _, r := range released {
 		d.event(id, eventNormal, ReasonVolumeDetached, fmt.Sprintf("Released the stale attachment of node %s (%s) so that %s can attach", r.node, r.why, node))
 	}
-	if migrating, since := before.migrating(); migrating && len(released) > 0 {
+	if migrating, since := before.migrating(); migrating {
 		// A migration whose node was released ended then, like a detach.
-		sourceLeft := slices.ContainsFunc(released, func(r releasedNode) bool { return r.node == before.nodes[0].node })
-		d.endMigration(id, before, sourceLeft, now.Sub(since))
+		left := func(n string) bool {
+			return slices.ContainsFunc(released, func(r releasedNode) bool { return r.node == n })
+		}
+		if left(before.nodes[0].node) || left(before.nodes[1].node) {
+			d.endMigration(id, before, left(before.nodes[0].node), now.Sub(since))
+		}
 	}
 	d.annotate(ctx, id, rec.names())
 	d.event(id, eventNormal, ReasonVolumeAttached, fmt.Sprintf("Attached to node %s", node))
@@ -151,6 +178,82 @@ func (d *Driver) publish(ctx context.Context, disk routeros.Disk, node string, m
 		d.event(id, eventNormal, ReasonMigrationStarted, fmt.Sprintf("Live migration from node %s to node %s started: both nodes are attached; it must end within %s (migrationTimeoutSeconds)", rec.nodes[0].node, node, timeout))
 	}
 	return nil
+}
+
+// modeName says how a node was (or asks to be) published.
+func modeName(multi bool) string {
+	if multi {
+		return "as ReadWriteMany (MULTI_NODE_MULTI_WRITER)"
+	}
+	return "as ReadWriteOnce (single node)"
+}
+
+// mergeLive adds to rec every node that has a live VolumeAttachment of the
+// volume in the cluster but is missing from rec: an attachment made by
+// another controller process (two run side by side during a rolling
+// update) or one this process has not recorded. A holder the controller
+// does not know of must block like one it knows. An attach that is still
+// under way counts when its VolumeAttachment is older than node's own, so
+// that two attaches under way do not block each other. It reports whether
+// it added a node.
+func (d *Driver) mergeLive(id, node string, rec *attachment) (bool, error) {
+	if d.view == nil {
+		return false, nil
+	}
+	live, err := d.view.LiveAttachments(id)
+	if err != nil {
+		return false, fmt.Errorf("%w: the VolumeAttachments of volume %s cannot be read: %w", errClusterUnknown, id, err)
+	}
+	slices.SortStableFunc(live, compareAttachments(nil))
+	own := slices.IndexFunc(live, func(a ClusterAttachment) bool { return a.Node == node })
+	added := false
+	for _, a := range live {
+		if a.Node == node || rec.index(a.Node) >= 0 || !d.view.NodeExists(a.Node) {
+			continue
+		}
+		if !a.Attached && own >= 0 && !olderAttachment(a, live[own]) {
+			continue
+		}
+		klog.InfoS("Attachment found in the cluster that this controller did not record", "volumeID", id, "node", a.Node, "volumeAttachment", a.Name, "attached", a.Attached)
+		rec.nodes = append(rec.nodes, attachedNode{node: a.Node, since: a.Created, multi: a.MultiWriter})
+		if v, ok := a.VolumeContext[volume.KeyMigrationTimeout]; ok && len(rec.nodes) == 2 {
+			if t, err := volume.ParseMigrationTimeout(v); err == nil {
+				rec.migrationTimeout = t
+			}
+		}
+		added = true
+	}
+	if added && rec.migrationTimeout == 0 {
+		rec.migrationTimeout = volume.DefaultMigrationTimeout
+	}
+	return added, nil
+}
+
+// olderAttachment reports whether VolumeAttachment a was created before b:
+// by creation time, then by name (the times have a resolution of seconds).
+func olderAttachment(a, b ClusterAttachment) bool {
+	return compareAttachments(nil)(a, b) < 0
+}
+
+// compareAttachments orders VolumeAttachments by creation time (whole
+// seconds), then by their node's place in recorded (the PV's annotation,
+// in attach order), then by name.
+func compareAttachments(recorded []string) func(a, b ClusterAttachment) int {
+	place := func(n string) int {
+		if i := slices.Index(recorded, n); i >= 0 {
+			return i
+		}
+		return len(recorded)
+	}
+	return func(a, b ClusterAttachment) int {
+		if c := a.Created.Compare(b.Created); c != 0 {
+			return c
+		}
+		if c := place(a.Node) - place(b.Node); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	}
 }
 
 // conflict records a refused attachment and returns err.
@@ -205,8 +308,8 @@ func (d *Driver) pruneStale(id string, rec *attachment, now time.Time) ([]releas
 // ControllerUnpublishVolume detaches a volume from a node (from every node
 // when the request names none). It succeeds for a node the volume is not
 // attached to and for a volume that no longer exists. With target fencing
-// the node's host NQN leaves the disk's allowed host list; the other nodes'
-// entries stay as they are.
+// the disk's allowed host list becomes that of the nodes that stay
+// attached, so the other nodes' access is never disturbed.
 func (d *Driver) ControllerUnpublishVolume(ctx context.Context, req *csi.ControllerUnpublishVolumeRequest) (*csi.ControllerUnpublishVolumeResponse, error) {
 	id, node := req.GetVolumeId(), req.GetNodeId()
 	if id == "" {
@@ -227,54 +330,65 @@ func (d *Driver) ControllerUnpublishVolume(ctx context.Context, req *csi.Control
 }
 
 // unpublish detaches node (every node when empty) from volume id; the
-// caller holds the volume's in-flight key.
+// caller holds the volume's in-flight key. The allowed host list is written
+// once, from the record: the nodes that stay.
 func (d *Driver) unpublish(ctx context.Context, id, node, why string) error {
 	disk, err := d.rds.Get(ctx, id)
 	switch {
 	case routeros.IsKind(err, routeros.KindNotFound):
 		// The volume is gone: so is every attachment of it.
-		if rec := d.attached.get(id); len(rec.nodes) > 0 {
-			d.attached.put(id, attachment{})
-			d.annotate(ctx, id, nil)
-		}
+		d.detachNodes(ctx, id, d.attached.get(id).names(), node, why+"; the volume no longer exists")
 		return nil
 	case err != nil:
 		return err
 	}
-	nodes := []string{node}
+	rec := d.attached.get(id)
+	leaving := []string{node}
 	if node == "" {
-		nodes = d.attached.get(id).names()
+		leaving = rec.names()
 	}
-	for _, n := range nodes {
-		if err := d.detach(ctx, disk, n, why); err != nil {
-			return err
+	if !d.ours(disk) {
+		// Not this driver's disk (a static PV naming a foreign slot): its
+		// export is not the controller's to change.
+		klog.InfoS("Unpublishing a disk that is not a volume of this driver: the RDS is left alone", "volumeID", id, "node", node, "nqn", disk.NQN)
+		d.detachNodes(ctx, id, leaving, node, why)
+		return nil
+	}
+	var stay []string
+	for _, n := range rec.names() {
+		if !slices.Contains(leaving, n) {
+			stay = append(stay, n)
 		}
 	}
+	if err := d.fence(ctx, disk, stay); err != nil {
+		return err
+	}
+	d.detachNodes(ctx, id, leaving, node, why)
 	return nil
 }
 
-// detach removes node from the disk's allowed hosts (with fencing) and from
-// the state. The first detach of a dual attachment ends the migration:
-// source gone = completed, target gone = rolled back.
-func (d *Driver) detach(ctx context.Context, disk routeros.Disk, node, why string) error {
-	id := disk.Slot
-	if err := d.unfence(ctx, disk, node); err != nil {
-		return err
+// detachNodes removes nodes from the volume's record and reports it. The
+// first detach of a dual attachment ends the migration: source gone =
+// completed, target gone = rolled back. asked is the node the request
+// named (empty: every node).
+func (d *Driver) detachNodes(ctx context.Context, id string, nodes []string, asked, why string) {
+	before, removed := d.attached.remove(id, nodes)
+	if len(removed) == 0 {
+		return
 	}
-	rec, removed := d.attached.remove(id, node)
-	if !removed {
-		return nil
-	}
-	i := rec.index(node)
-	migrating, since := rec.migrating()
 	rest := d.attached.get(id).names()
-	klog.InfoS("Volume unpublished", "volumeID", id, "node", node, "why", why, "nodes", rest)
-	d.annotate(ctx, id, rest)
-	d.event(id, eventNormal, ReasonVolumeDetached, fmt.Sprintf("Detached from node %s (%s)", node, why))
-	if migrating {
-		d.endMigration(id, rec, i == 0, d.clock.Now().Sub(since))
+	for _, n := range removed {
+		klog.InfoS("Volume unpublished", "volumeID", id, "node", n, "why", why, "nodes", rest)
 	}
-	return nil
+	d.annotate(ctx, id, rest)
+	for _, n := range removed {
+		d.event(id, eventNormal, ReasonVolumeDetached, fmt.Sprintf("Detached from node %s (%s)", n, why))
+	}
+	if migrating, since := before.migrating(); migrating {
+		source := before.nodes[0].node
+		sourceLeft := slices.Contains(removed, source) && (asked == "" || asked == source)
+		d.endMigration(id, before, sourceLeft, d.clock.Now().Sub(since))
+	}
 }
 
 // endMigration reports how a dual attachment ended. Each migration has one
@@ -302,8 +416,11 @@ func (d *Driver) endMigration(id string, rec attachment, sourceLeft bool, elapse
 	d.event(id, eventWarning, ReasonMigrationFailed, fmt.Sprintf("Live migration from node %s to node %s failed after %s%s: the target detached and node %s keeps the volume. Check the VirtualMachineInstanceMigration for why", source, target, secs, late, source))
 }
 
-// fence sets the disk's allowed hosts to the host NQNs of nodes and reads
-// them back. Without target fencing it does nothing.
+// fence sets the disk's allowed hosts to the host NQNs of nodes
+// (FencedHostNQN when none) and reads them back. The list is always derived
+// from the attachment record, never from what the disk showed: an entry the
+// controller did not write is not kept. Without target fencing it does
+// nothing.
 func (d *Driver) fence(ctx context.Context, disk routeros.Disk, nodes []string) error {
 	if !d.opts.TargetFencing {
 		return nil
@@ -315,49 +432,53 @@ func (d *Driver) fence(ctx context.Context, disk routeros.Disk, nodes []string) 
 	return d.setAllowedHosts(ctx, disk, want)
 }
 
-// unfence removes node's host NQN from the disk's allowed hosts, leaving the
-// other entries alone; a list left empty admits nobody (FencedHostNQN).
-func (d *Driver) unfence(ctx context.Context, disk routeros.Disk, node string) error {
-	if !d.opts.TargetFencing {
-		return nil
-	}
-	nqn := volume.HostNQN(node)
-	have := routeros.SplitAllowedHosts(disk.AllowHostName)
-	if len(have) == 0 {
-		// Never fenced (fencing was switched on later): admit the nodes
-		// that stay attached, not nobody.
-		for _, n := range d.attached.get(disk.Slot).names() {
-			have = append(have, volume.HostNQN(n))
-		}
-	} else if !slices.Contains(have, nqn) {
-		return nil
-	}
-	want := slices.DeleteFunc(have, func(h string) bool { return h == nqn })
-	return d.setAllowedHosts(ctx, disk, want)
-}
-
 // setAllowedHosts writes hosts (FencedHostNQN when none) unless the disk
 // shows them already, then reads them back: what the RDS shows afterwards
-// decides, not the lack of an error. A mismatch fails, naming what was seen.
+// decides, not the lack of an error. A mismatch fails, naming what was seen,
+// and the list the disk showed before is restored (best effort, logged).
 func (d *Driver) setAllowedHosts(ctx context.Context, disk routeros.Disk, hosts []string) error {
 	if len(hosts) == 0 {
 		hosts = []string{FencedHostNQN}
 	}
-	if sameHosts(routeros.SplitAllowedHosts(disk.AllowHostName), hosts) {
+	previous := routeros.SplitAllowedHosts(disk.AllowHostName)
+	if sameHosts(previous, hosts) {
 		return nil
 	}
-	if err := d.rds.SetAllowedHosts(ctx, disk.Slot, hosts); err != nil {
-		return fmt.Errorf("restricting disk %s to hosts %s: %w", disk.Slot, strings.Join(hosts, ","), err)
-	}
-	got, err := d.rds.Get(ctx, disk.Slot)
+	err := d.rds.SetAllowedHosts(ctx, disk.Slot, hosts)
 	if err != nil {
-		return fmt.Errorf("reading back the allowed hosts of disk %s: %w", disk.Slot, err)
+		err = fmt.Errorf("restricting disk %s to hosts %s: %w", disk.Slot, strings.Join(hosts, ","), err)
+	} else if got, gerr := d.rds.Get(ctx, disk.Slot); gerr != nil {
+		err = fmt.Errorf("reading back the allowed hosts of disk %s: %w", disk.Slot, gerr)
+	} else if !sameHosts(routeros.SplitAllowedHosts(got.AllowHostName), hosts) {
+		err = fmt.Errorf("%w: disk %s: set nvme-tcp-server-allow-host-name=%q, the RDS shows %q", errFenceMismatch, disk.Slot, strings.Join(hosts, ","), got.AllowHostName)
 	}
-	if !sameHosts(routeros.SplitAllowedHosts(got.AllowHostName), hosts) {
-		return fmt.Errorf("%w: disk %s: set nvme-tcp-server-allow-host-name=%q, the RDS shows %q", errFenceMismatch, disk.Slot, strings.Join(hosts, ","), got.AllowHostName)
+	if err != nil {
+		d.restoreAllowedHosts(ctx, disk.Slot, previous)
+		return err
 	}
 	klog.V(2).InfoS("Allowed hosts set", "volumeID", disk.Slot, "hosts", hosts)
 	return nil
+}
+
+// restoreTimeout bounds the restore of an allowed host list after a failed
+// fence: the request's own deadline may be what failed it.
+const restoreTimeout = 15 * time.Second
+
+// restoreAllowedHosts puts back the list a disk showed before a fence that
+// failed, so that a failure leaves the export as the record has it. An empty
+// list cannot be written (it would be refused, and admits every host).
+func (d *Driver) restoreAllowedHosts(ctx context.Context, slot string, previous []string) {
+	if len(previous) == 0 {
+		klog.InfoS("A fence failed on a disk that was never fenced; nothing to restore", "volumeID", slot)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), restoreTimeout)
+	defer cancel()
+	if err := d.rds.SetAllowedHosts(ctx, slot, previous); err != nil {
+		klog.ErrorS(err, "A fence failed and the previous allowed host list could not be restored", "volumeID", slot, "previous", previous)
+		return
+	}
+	klog.InfoS("A fence failed; the previous allowed host list was restored", "volumeID", slot, "hosts", previous)
 }
 
 // sameHosts compares two host lists as sets.
@@ -370,11 +491,17 @@ func sameHosts(a, b []string) bool {
 
 // ReleaseNode detaches every volume from node, a Node deleted from the
 // cluster (FEN-2): its attachments must not block the volumes' next nodes.
-// A volume busy with another operation is retried until ctx ends.
+// Each volume is released on its own, so one that cannot be released holds
+// up none of the others. A volume busy with another operation is retried
+// until ctx ends; an error retrying cannot fix is logged and counted, and
+// that volume given up.
 func (d *Driver) ReleaseNode(ctx context.Context, node string) {
+	deleted := d.clock.Now()
+	var wg sync.WaitGroup
 	for _, id := range d.attached.volumesOf(node) {
-		d.releaseFrom(ctx, id, node)
+		wg.Go(func() { d.releaseFrom(ctx, id, node, deleted) })
 	}
+	wg.Wait()
 }
 
 // ReleaseDeletedNodes releases the attachments of every node that is no
@@ -400,15 +527,20 @@ const (
 	releaseTimeout = time.Minute
 )
 
-func (d *Driver) releaseFrom(ctx context.Context, id, node string) {
+// releaseFrom releases volume id's attachment to node, whose Node was seen
+// deleted at deleted.
+func (d *Driver) releaseFrom(ctx context.Context, id, node string, deleted time.Time) {
 	for {
 		release, ok := d.inFlight.TryAcquire(id)
 		if ok {
-			opCtx, cancel := context.WithTimeout(ctx, releaseTimeout)
-			err := d.unpublish(opCtx, id, node, "the Node was deleted")
-			cancel()
+			err := d.releaseOnce(ctx, id, node, deleted)
 			release()
-			if err == nil {
+			switch {
+			case err == nil:
+				return
+			case permanent(err):
+				d.migration.abandoned.Inc()
+				klog.ErrorS(err, "Cannot release the attachment of a deleted node, and retrying cannot help: giving up on this volume. Check the disk on the RDS and release it by hand", "volumeID", id, "node", node)
 				return
 			}
 			klog.ErrorS(err, "Cannot release the attachment of a deleted node; retrying", "volumeID", id, "node", node)
@@ -419,6 +551,34 @@ func (d *Driver) releaseFrom(ctx context.Context, id, node string) {
 		case <-d.clock.After(releaseRetry):
 		}
 	}
+}
+
+// releaseOnce releases the attachment under the volume's in-flight key,
+// once more sure that it is stale: the Node may have registered again, and
+// its attachment may be newer than the deletion (both then stay).
+func (d *Driver) releaseOnce(ctx context.Context, id, node string, deleted time.Time) error {
+	if d.view != nil && d.view.NodeExists(node) {
+		klog.InfoS("The deleted Node is back: its attachment stays", "volumeID", id, "node", node)
+		return nil
+	}
+	rec := d.attached.get(id)
+	i := rec.index(node)
+	if i < 0 {
+		return nil
+	}
+	if rec.nodes[i].since.After(deleted) {
+		klog.InfoS("The attachment is newer than the Node's deletion: it stays", "volumeID", id, "node", node, "attached", rec.nodes[i].since, "deleted", deleted)
+		return nil
+	}
+	opCtx, cancel := context.WithTimeout(ctx, releaseTimeout)
+	defer cancel()
+	return d.unpublish(opCtx, id, node, "the Node was deleted")
+}
+
+// permanent reports whether retrying err cannot help: the RDS refused a
+// value, the controller refused a step, or the RDS does not take the list.
+func permanent(err error) bool {
+	return routeros.IsKind(err, routeros.KindInvalid) || errors.Is(err, errRefused) || errors.Is(err, errFenceMismatch)
 }
 
 // WatchMigrations reports, once each, dual attachments that outlive their
@@ -456,23 +616,30 @@ func (d *Driver) reportOverdue() {
 }
 
 // rebuild loads the attachment state from the cluster's VolumeAttachments,
-// ordered by creation so that a migration's source comes first.
+// ordered by creation so that a migration's source comes first. Creation
+// times have a resolution of seconds: ties are broken by the PV's
+// annotation (attach order), then by the VolumeAttachment's name.
 func (d *Driver) rebuild() {
-	type seen struct {
-		node  string
-		since time.Time
-		ctx   map[string]string
-	}
-	byVolume := map[string][]seen{}
-	d.view.EachAttached(func(id, node string, since time.Time, vctx map[string]string) {
-		byVolume[id] = append(byVolume[id], seen{node, since, vctx})
+	byVolume := map[string][]ClusterAttachment{}
+	d.view.EachAttached(func(id string, a ClusterAttachment) {
+		byVolume[id] = append(byVolume[id], a)
 	})
 	for id, list := range byVolume {
-		slices.SortFunc(list, func(a, b seen) int { return a.since.Compare(b.since) })
+		var recorded []string
+		for _, a := range list {
+			if len(a.Recorded) > 0 {
+				recorded = a.Recorded
+				break
+			}
+		}
+		slices.SortStableFunc(list, compareAttachments(recorded))
 		rec := attachment{migrationTimeout: volume.DefaultMigrationTimeout}
-		for _, s := range list {
-			rec.nodes = append(rec.nodes, attachedNode{node: s.node, since: s.since})
-			if v, ok := s.ctx[volume.KeyMigrationTimeout]; ok {
+		for _, a := range list {
+			if rec.index(a.Node) >= 0 {
+				continue // two PVs of one volume handle
+			}
+			rec.nodes = append(rec.nodes, attachedNode{node: a.Node, since: a.Created, multi: a.MultiWriter})
+			if v, ok := a.VolumeContext[volume.KeyMigrationTimeout]; ok {
 				if t, err := volume.ParseMigrationTimeout(v); err == nil {
 					rec.migrationTimeout = t
 				}

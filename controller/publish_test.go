@@ -29,20 +29,44 @@ import (
 
 // fakeView is a cluster whose VolumeAttachments and Nodes a test sets.
 type fakeView struct {
-	mu       sync.Mutex
-	vas      map[string]time.Time // "volume/node" -> deletion time (zero: not being deleted)
-	attached map[string]bool      // "volume/node" -> status.attached
-	gone     map[string]bool      // deleted Nodes
+	mu   sync.Mutex
+	now  func() time.Time
+	seq  int
+	vas  map[string]*fakeVA // "volume/node"
+	gone map[string]bool    // deleted Nodes
 }
 
-func newFakeView() *fakeView {
-	return &fakeView{vas: map[string]time.Time{}, attached: map[string]bool{}, gone: map[string]bool{}}
+type fakeVA struct {
+	name     string
+	created  time.Time
+	deleting time.Time // zero: not being deleted
+	attached bool
+	multi    bool
 }
 
+func newFakeView(now func() time.Time) *fakeView {
+	return &fakeView{now: now, vas: map[string]*fakeVA{}, gone: map[string]bool{}}
+}
+
+// add creates the VolumeAttachment of id on node (attach under way).
 func (v *fakeView) add(id, node string) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.vas[id+"/"+node] = time.Time{}
+	if va := v.vas[id+"/"+node]; va != nil && va.deleting.IsZero() {
+		return
+	}
+	v.seq++
+	v.vas[id+"/"+node] = &fakeVA{name: fmt.Sprintf("va-%04d", v.seq), created: v.now().Truncate(time.Second)}
+}
+
+// attach sets the VolumeAttachment's status to attached, as the attacher
+// does once ControllerPublish succeeded.
+func (v *fakeView) attach(id, node string, multi bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if va := v.vas[id+"/"+node]; va != nil {
+		va.attached, va.multi = true, multi
+	}
 }
 
 func (v *fakeView) remove(id, node string) {
@@ -54,7 +78,9 @@ func (v *fakeView) remove(id, node string) {
 func (v *fakeView) deleting(id, node string, since time.Time) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.vas[id+"/"+node] = since
+	if va := v.vas[id+"/"+node]; va != nil {
+		va.deleting = since
+	}
 }
 
 func (v *fakeView) deleteNode(node string) {
@@ -63,11 +89,33 @@ func (v *fakeView) deleteNode(node string) {
 	v.gone[node] = true
 }
 
+func (v *fakeView) registerNode(node string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	delete(v.gone, node)
+}
+
 func (v *fakeView) Attachment(id, node string) (bool, time.Time) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	t, ok := v.vas[id+"/"+node]
-	return ok, t
+	va := v.vas[id+"/"+node]
+	if va == nil {
+		return false, time.Time{}
+	}
+	return true, va.deleting
+}
+
+func (v *fakeView) LiveAttachments(id string) ([]ClusterAttachment, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var out []ClusterAttachment
+	for key, va := range v.vas {
+		volID, node, _ := strings.Cut(key, "/")
+		if volID == id && va.deleting.IsZero() {
+			out = append(out, ClusterAttachment{Node: node, Name: va.name, Created: va.created, Attached: va.attached, MultiWriter: va.multi})
+		}
+	}
+	return out, nil
 }
 
 func (v *fakeView) NodeExists(node string) bool {
@@ -76,7 +124,7 @@ func (v *fakeView) NodeExists(node string) bool {
 	return !v.gone[node]
 }
 
-func (v *fakeView) EachAttached(func(string, string, time.Time, map[string]string)) {}
+func (v *fakeView) EachAttached(func(string, ClusterAttachment)) {}
 
 // fakeReporter keeps every annotation and event.
 type fakeReporter struct {
@@ -136,7 +184,8 @@ func newPublishBed(t *testing.T, fencing bool, wrap func(RDS) RDS) *publishBed {
 	if err := opts.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	b := &publishBed{rds: rds, view: newFakeView(), reporter: &fakeReporter{}, clock: clocktesting.NewFakeClock(time.Date(2026, 11, 26, 1, 0, 0, 0, time.UTC)), reg: prometheus.NewRegistry()}
+	b := &publishBed{rds: rds, reporter: &fakeReporter{}, clock: clocktesting.NewFakeClock(time.Date(2026, 11, 26, 1, 0, 0, 0, time.UTC)), reg: prometheus.NewRegistry()}
+	b.view = newFakeView(b.clock.Now)
 	var r RDS = rds.Disks
 	if wrap != nil {
 		r = wrap(r)
@@ -165,6 +214,9 @@ func (b *publishBed) publish(id, node string, vc *csi.VolumeCapability) error {
 		VolumeId: id, NodeId: node, VolumeCapability: vc,
 		VolumeContext: map[string]string{volume.KeyMigrationTimeout: "120"},
 	})
+	if err == nil {
+		b.view.attach(id, node, vc.GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER)
+	}
 	return err
 }
 
@@ -350,13 +402,19 @@ func TestUnpublishRemovesOnlyThatNodeFromTheAllowedHosts(t *testing.T) {
 	b := newPublishBed(t, true, nil)
 	id := b.volume(t, "pvc-only", rwxBlock)
 	must(t, b.publish(id, "node-a", rwxBlock))
+	must(t, b.publish(id, "node-b", rwxBlock))
 	// An entry the controller did not write (an operator's, or one of a
-	// record lost meanwhile) is not the controller's to remove.
+	// record lost meanwhile) admits a host no record names: the list is
+	// derived from the record, so it goes; the surviving node's stays.
 	foreign := "nqn.2014-08.org.example:host-kept"
-	must(t, b.rds.Disks.SetAllowedHosts(context.Background(), id, []string{volume.HostNQN("node-a"), foreign}))
+	must(t, b.rds.Disks.SetAllowedHosts(context.Background(), id, []string{volume.HostNQN("node-a"), volume.HostNQN("node-b"), foreign}))
 	must(t, b.unpublish(id, "node-a"))
-	if got := b.allowed(t, id); !slices.Equal(got, []string{foreign}) {
-		t.Fatalf("the RDS admits %q, want only %s", got, foreign)
+	if got, want := b.allowed(t, id), hostNQNs("node-b"); !slices.Equal(got, want) {
+		t.Fatalf("the RDS admits %q, want only the surviving node-b: %q", got, want)
+	}
+	must(t, b.unpublish(id, "node-b"))
+	if got := b.allowed(t, id); !slices.Equal(got, []string{FencedHostNQN}) {
+		t.Fatalf("published to no node, the RDS admits %q, want nobody", got)
 	}
 }
 
@@ -718,6 +776,7 @@ func TestReleasingADeletedNodeWaitsForABusyVolume(t *testing.T) {
 	if !ok {
 		t.Fatal("volume busy")
 	}
+	b.view.deleteNode("node-1")
 	done := make(chan struct{})
 	go func() { defer close(done); b.d.ReleaseNode(context.Background(), "node-1") }()
 	waitUntil(t, "the release to wait for its retry", b.clock.HasWaiters)

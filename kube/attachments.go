@@ -3,7 +3,9 @@ package kube
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,6 +18,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
+
+	"github.com/rds-csi/rds-csi/volume"
 )
 
 // AttachedNodesAnnotation records on a PV, for people, the nodes the
@@ -128,44 +132,121 @@ func (w *Watcher) OnNodeDeleted(fn func(node string)) error {
 	return err
 }
 
-// pv returns the cached PV of volumeID.
-func (w *Watcher) pv(volumeID string) (*corev1.PersistentVolume, error) {
+// pvsOf returns the cached PVs of this driver whose volume handle is
+// volumeID: normally one, but nothing stops two static PVs from naming one
+// volume.
+func (w *Watcher) pvsOf(volumeID string) ([]*corev1.PersistentVolume, error) {
 	objs, err := w.pvs.GetIndexer().ByIndex(byVolumeHandle, volumeID)
 	if err != nil {
 		return nil, err
 	}
-	switch len(objs) {
-	case 0:
-		return nil, fmt.Errorf("no PersistentVolume of %s has volume handle %q", w.driver, volumeID)
-	case 1:
-		return objs[0].(*corev1.PersistentVolume), nil
-	default:
-		return nil, fmt.Errorf("%d PersistentVolumes of %s have volume handle %q", len(objs), w.driver, volumeID)
+	out := make([]*corev1.PersistentVolume, 0, len(objs))
+	for _, o := range objs {
+		out = append(out, o.(*corev1.PersistentVolume))
 	}
+	slices.SortFunc(out, func(a, b *corev1.PersistentVolume) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// pv returns the cached PV of volumeID: the one bound to a claim when
+// several have its handle.
+func (w *Watcher) pv(volumeID string) (*corev1.PersistentVolume, error) {
+	pvs, err := w.pvsOf(volumeID)
+	if err != nil {
+		return nil, err
+	}
+	if len(pvs) == 0 {
+		return nil, fmt.Errorf("no PersistentVolume of %s has volume handle %q", w.driver, volumeID)
+	}
+	for _, pv := range pvs {
+		if pv.Spec.ClaimRef != nil {
+			return pv, nil
+		}
+	}
+	return pvs[0], nil
+}
+
+// attachmentsOf returns the VolumeAttachments of this driver of every PV
+// of volumeID, each with its PV, and whether any PV has the handle.
+func (w *Watcher) attachmentsOf(volumeID string) ([]*storagev1.VolumeAttachment, []*corev1.PersistentVolume, bool, error) {
+	pvs, err := w.pvsOf(volumeID)
+	if err != nil || len(pvs) == 0 {
+		return nil, nil, false, err
+	}
+	var vas []*storagev1.VolumeAttachment
+	var of []*corev1.PersistentVolume
+	for _, pv := range pvs {
+		objs, err := w.vas.GetIndexer().ByIndex(byPV, pv.Name)
+		if err != nil {
+			return nil, nil, true, err
+		}
+		for _, o := range objs {
+			vas = append(vas, o.(*storagev1.VolumeAttachment))
+			of = append(of, pv)
+		}
+	}
+	return vas, of, true, nil
 }
 
 // Attachment reports whether a VolumeAttachment of this driver attaches
-// volumeID to node and, when it is being deleted, since when.
+// volumeID to node (through any PV with its volume handle) and, when every
+// such VolumeAttachment is being deleted, since when. When it cannot tell,
+// it reports one that exists: an attachment is released only on positive
+// evidence that it is gone.
 func (w *Watcher) Attachment(volumeID, node string) (exists bool, deleting time.Time) {
-	pv, err := w.pv(volumeID)
-	if err != nil {
-		return false, time.Time{}
+	vas, _, known, err := w.attachmentsOf(volumeID)
+	if err != nil || !known {
+		// No PV of this driver has the handle (a PV deleted, a cache
+		// behind) or the cache failed: nobody can tell.
+		klog.InfoS("Cannot tell whether the volume is attached to the node: taken as attached", "volumeID", volumeID, "node", node, "err", err)
+		return true, time.Time{}
 	}
-	objs, err := w.vas.GetIndexer().ByIndex(byPV, pv.Name)
-	if err != nil {
-		return false, time.Time{}
-	}
-	for _, o := range objs {
-		va := o.(*storagev1.VolumeAttachment)
+	for _, va := range vas {
 		if va.Spec.NodeName != node {
 			continue
 		}
-		if ts := va.DeletionTimestamp; ts != nil {
-			return true, ts.Time
+		if va.DeletionTimestamp == nil {
+			return true, time.Time{}
 		}
-		return true, time.Time{}
+		if !exists || va.DeletionTimestamp.Time.Before(deleting) {
+			exists, deleting = true, va.DeletionTimestamp.Time
+		}
 	}
-	return false, time.Time{}
+	return exists, deleting
+}
+
+// LiveAttachments lists the VolumeAttachments of this driver of volumeID
+// (through every PV with its volume handle) that are not being deleted:
+// attached, or being attached. Without a PV there are none.
+func (w *Watcher) LiveAttachments(volumeID string) ([]volume.Attachment, error) {
+	vas, pvs, _, err := w.attachmentsOf(volumeID)
+	if err != nil {
+		return nil, err
+	}
+	var out []volume.Attachment
+	for i, va := range vas {
+		if va.DeletionTimestamp != nil {
+			continue
+		}
+		out = append(out, clusterAttachment(va, pvs[i]))
+	}
+	return out, nil
+}
+
+func clusterAttachment(va *storagev1.VolumeAttachment, pv *corev1.PersistentVolume) volume.Attachment {
+	var recorded []string
+	if v := pv.Annotations[AttachedNodesAnnotation]; v != "" {
+		recorded = strings.Split(v, ",")
+	}
+	return volume.Attachment{
+		Node:          va.Spec.NodeName,
+		Name:          va.Name,
+		Created:       va.CreationTimestamp.Time,
+		Attached:      va.Status.Attached,
+		MultiWriter:   slices.Contains(pv.Spec.AccessModes, corev1.ReadWriteMany),
+		VolumeContext: pv.Spec.CSI.VolumeAttributes,
+		Recorded:      recorded,
+	}
 }
 
 // NodeExists reports whether the cluster has a Node named node. The
@@ -177,7 +258,7 @@ func (w *Watcher) NodeExists(node string) bool {
 
 // EachAttached calls fn for every VolumeAttachment of this driver whose
 // status says attached and whose PV is known.
-func (w *Watcher) EachAttached(fn func(volumeID, node string, since time.Time, volumeContext map[string]string)) {
+func (w *Watcher) EachAttached(fn func(volumeID string, a volume.Attachment)) {
 	for _, o := range w.vas.GetStore().List() {
 		va := o.(*storagev1.VolumeAttachment)
 		if va.Spec.Attacher != w.driver || !va.Status.Attached || va.Spec.Source.PersistentVolumeName == nil {
@@ -191,38 +272,38 @@ func (w *Watcher) EachAttached(fn func(volumeID, node string, since time.Time, v
 		if pv.Spec.CSI == nil || pv.Spec.CSI.Driver != w.driver {
 			continue
 		}
-		fn(pv.Spec.CSI.VolumeHandle, va.Spec.NodeName, va.CreationTimestamp.Time, pv.Spec.CSI.VolumeAttributes)
+		fn(pv.Spec.CSI.VolumeHandle, clusterAttachment(va, pv))
 	}
 }
 
-// Annotate records nodes on the volume's PV (AttachedNodesAnnotation), or
-// removes the record when there are none. It writes only a change.
+// Annotate records nodes on the volume's PVs (AttachedNodesAnnotation), or
+// removes the record when there are none. The merge patch is idempotent and
+// always sent: the informer's cache may not show this process's last write
+// yet, so it cannot tell that nothing changed.
 func (w *Watcher) Annotate(ctx context.Context, volumeID string, nodes []string) error {
-	pv, err := w.pv(volumeID)
+	pvs, err := w.pvsOf(volumeID)
 	if err != nil {
 		return err
 	}
-	want := strings.Join(nodes, ",")
-	have, present := pv.Annotations[AttachedNodesAnnotation]
-	if have == want && present == (len(nodes) > 0) {
-		return nil
+	if len(pvs) == 0 {
+		return fmt.Errorf("no PersistentVolume of %s has volume handle %q", w.driver, volumeID)
 	}
 	var value any // nil removes the key in a merge patch
 	if len(nodes) > 0 {
-		value = want
+		value = strings.Join(nodes, ",")
 	}
 	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{AttachedNodesAnnotation: value}}})
 	if err != nil {
 		return err
 	}
-	_, err = w.client.CoreV1().PersistentVolumes().Patch(ctx, pv.Name, types.MergePatchType, patch, metav1.PatchOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil // deleted meanwhile: nothing left to record on
+	var errs []error
+	for _, pv := range pvs {
+		_, err = w.client.CoreV1().PersistentVolumes().Patch(ctx, pv.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+		if err != nil && !apierrors.IsNotFound(err) { // deleted meanwhile: nothing left to record on
+			errs = append(errs, fmt.Errorf("annotating PV %s: %w", pv.Name, err))
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("annotating PV %s: %w", pv.Name, err)
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Event records an event on the PVC the volume's PV is bound to. A volume

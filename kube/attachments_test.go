@@ -14,9 +14,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/rds-csi/rds-csi/kube/events"
+	"github.com/rds-csi/rds-csi/volume"
 )
 
 const testDriver = "rds.csi.dev"
@@ -121,8 +124,8 @@ func TestTheWatcherSeesOnlyThisDriversAttachedVolumeAttachments(t *testing.T) {
 	)
 	w := startWatcher(t, client)
 	var got []seenAttachment
-	w.EachAttached(func(id, n string, since time.Time, vctx map[string]string) {
-		got = append(got, seenAttachment{id, n, since, vctx["migrationTimeoutSeconds"]})
+	w.EachAttached(func(id string, a volume.Attachment) {
+		got = append(got, seenAttachment{id, a.Node, a.Created, a.VolumeContext["migrationTimeoutSeconds"]})
 	})
 	want := []seenAttachment{{"vol-1", "node-1", t0, "90"}}
 	if !slices.Equal(got, want) {
@@ -134,8 +137,13 @@ func TestTheWatcherSeesOnlyThisDriversAttachedVolumeAttachments(t *testing.T) {
 	if ok, _ := w.Attachment("vol-1", "node-3"); ok {
 		t.Error("an attachment to node-3 is seen where none exists")
 	}
-	if ok, _ := w.Attachment("vol-x", "node-1"); ok {
-		t.Error("another driver's attachment is seen")
+	if live, err := w.LiveAttachments("vol-x"); err != nil || len(live) != 0 {
+		t.Errorf("another driver's attachment is seen: %+v, %v", live, err)
+	}
+	// No PV of this driver has the handle: nobody can tell whether it is
+	// attached, and that is never taken as "not attached".
+	if ok, _ := w.Attachment("vol-x", "node-1"); !ok {
+		t.Error("an attachment that cannot be told was reported absent")
 	}
 	if !w.NodeExists("node-1") || w.NodeExists("node-2") {
 		t.Error("NodeExists disagrees with the cluster's Nodes")
@@ -234,4 +242,73 @@ func TestADeletedNodeIsReported(t *testing.T) {
 		return slices.Equal(gone, []string{"node-2"})
 	})
 	waitFor(t, "node-2 gone from the cache", func() bool { return !w.NodeExists("node-2") })
+}
+
+// Two static PVs with one volume handle: the VolumeAttachments of both are
+// the volume's.
+func TestTheAttachmentsOfEveryPVOfAVolumeHandleAreSeen(t *testing.T) {
+	t0 := time.Date(2026, 11, 26, 1, 0, 0, 0, time.UTC)
+	pvB := pvOf("pv-b", "vol-1", testDriver, "", "")
+	pvB.Spec.AccessModes = []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany}
+	deleting := vaOf("pv-b", "node-3", testDriver, true, t0)
+	now := metav1.NewTime(t0.Add(time.Minute))
+	deleting.DeletionTimestamp = &now
+	deleting.Finalizers = []string{"external-attacher/rds-csi-dev"}
+	client := fake.NewClientset(
+		pvOf("pv-a", "vol-1", testDriver, "team-a", "data"), pvB,
+		vaOf("pv-a", "node-1", testDriver, true, t0),
+		vaOf("pv-b", "node-2", testDriver, false, t0.Add(time.Second)),
+		deleting,
+	)
+	w := startWatcher(t, client)
+	for _, n := range []string{"node-1", "node-2", "node-3"} {
+		if ok, _ := w.Attachment("vol-1", n); !ok {
+			t.Errorf("the attachment of vol-1 to %s is not seen", n)
+		}
+	}
+	if ok, since := w.Attachment("vol-1", "node-3"); !ok || !since.Equal(now.Time) {
+		t.Errorf("node-3's attachment: %v, being deleted since %v; want since %v", ok, since, now.Time)
+	}
+	if ok, _ := w.Attachment("vol-1", "node-4"); ok {
+		t.Error("an attachment to node-4 is seen where none exists")
+	}
+	live, err := w.LiveAttachments("vol-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, a := range live {
+		got = append(got, fmt.Sprintf("%s %s attached=%v multi=%v", a.Node, a.Name, a.Attached, a.MultiWriter))
+	}
+	slices.Sort(got)
+	want := []string{"node-1 va-pv-a-node-1 attached=true multi=false", "node-2 va-pv-b-node-2 attached=false multi=true"}
+	if !slices.Equal(got, want) {
+		t.Errorf("live attachments %q, want %q", got, want)
+	}
+}
+
+// The annotation is written even when the informer's cache does not show
+// the previous write yet: an attach then a quick detach must not leave the
+// PV saying it is attached.
+func TestTheAnnotationIsClearedEvenWhenTheCacheIsBehind(t *testing.T) {
+	client := fake.NewClientset(pvOf("pv-1", "vol-1", testDriver, "", ""))
+	// The PV informer lists once, and then hears of no change.
+	client.PrependWatchReactor("persistentvolumes", func(k8stesting.Action) (bool, watch.Interface, error) {
+		return true, watch.NewFake(), nil
+	})
+	w := startWatcher(t, client)
+	ctx := context.Background()
+	if err := w.Annotate(ctx, "vol-1", []string{"node-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Annotate(ctx, "vol-1", nil); err != nil {
+		t.Fatal(err)
+	}
+	pv, err := client.CoreV1().PersistentVolumes().Get(ctx, "pv-1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := pv.Annotations[AttachedNodesAnnotation]; ok {
+		t.Errorf("the PV still says it is attached to %q", v)
+	}
 }

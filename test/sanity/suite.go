@@ -118,7 +118,11 @@ func mustCommand(c routeros.Command, err error) routeros.Command {
 // suite). Every attachment the controller made is one the cluster has.
 type oneNodeCluster struct{ node string }
 
-func (c oneNodeCluster) Attachment(string, string) (bool, time.Time) { return true, time.Time{} }
-func (c oneNodeCluster) NodeExists(node string) bool                 { return node == c.node }
-func (c oneNodeCluster) EachAttached(func(string, string, time.Time, map[string]string)) {
+func (c oneNodeCluster) Attachment(string, string) (bool, time.Time)             { return true, time.Time{} }
+func (c oneNodeCluster) NodeExists(node string) bool                             { return node == c.node }
+func (c oneNodeCluster) EachAttached(func(string, controller.ClusterAttachment)) {}
+
+// LiveAttachments: the controller's own record is the whole truth here.
+func (c oneNodeCluster) LiveAttachments(string) ([]controller.ClusterAttachment, error) {
+	return nil, nil
 }
