@@ -185,6 +185,10 @@ func (t Tree) Controller(name string) (Controller, error) {
 		c.HostID = r.optional("hostid")
 	}
 	if r.err != nil {
+		if t.vanished(r.err, dir) && !errors.Is(r.err, fs.ErrNotExist) {
+			// Being deleted: its attributes went before its directory.
+			return Controller{}, fmt.Errorf("controller %s: %w (%w)", name, fs.ErrNotExist, r.err)
+		}
 		return Controller{}, fmt.Errorf("controller %s: %w", name, r.err)
 	}
 	return c, nil
@@ -371,7 +375,7 @@ func (t Tree) ResolveNamespace(subsysNQN string, nsid int) (Namespace, error) {
 func (t Tree) readNamespace(dir string, nsid int) (Namespace, bool, error) {
 	r := attrReader{tree: t, dir: dir}
 	got := r.int("nsid")
-	if errors.Is(r.err, fs.ErrNotExist) {
+	if t.vanished(r.err, dir) {
 		return Namespace{}, false, nil
 	}
 	if r.err != nil || got != nsid {
@@ -390,7 +394,7 @@ func (t Tree) readNamespace(dir string, nsid int) (Namespace, bool, error) {
 	if r.err == nil {
 		ns.Dev, r.err = ParseDevT(dev)
 	}
-	if errors.Is(r.err, fs.ErrNotExist) {
+	if t.vanished(r.err, dir) {
 		return Namespace{}, false, nil
 	}
 	if r.err != nil {
@@ -399,6 +403,23 @@ func (t Tree) readNamespace(dir string, nsid int) (Namespace, bool, error) {
 	const sectorSize = 512 // sysfs `size` is always in 512-byte units, whatever the LBA size
 	ns.Size = sectors * sectorSize
 	return ns, true, nil
+}
+
+// vanished reports whether a read of the device in dir (a disk or a
+// controller) failed because the device is going away. The kernel removes a
+// device's attribute files before its directory, `dev` first (device_del),
+// then the others, so for a moment the directory is there without them. A
+// present disk or controller always has dev: an attribute missing beside a
+// present dev is a malformed device, an error.
+func (t Tree) vanished(err error, dir string) bool {
+	if errors.Is(err, fs.ErrNotExist) {
+		return true
+	}
+	if !errors.Is(err, ErrMissingAttribute) {
+		return false
+	}
+	_, derr := t.readAttr(filepath.Join(dir, "dev"))
+	return errors.Is(derr, fs.ErrNotExist)
 }
 
 // listNames returns the names in dir that match re; an unreadable or vanished

@@ -103,6 +103,16 @@ func TestController(t *testing.T) {
 			wantErr: sysfs.ErrMissingAttribute,
 		},
 		{
+			name: "a controller being deleted (dev and subsysnqn gone, directory not yet) is not existing",
+			setup: func(t *testing.T, root string) {
+				sysfstest.AddController(t, root, sysfstest.Controller{Name: "nvme0", SubsysNQN: nqnA})
+				sysfstest.RemoveAttr(t, root, "class/nvme/nvme0", "dev")
+				sysfstest.RemoveAttr(t, root, "class/nvme/nvme0", "subsysnqn")
+			},
+			ctrl:    "nvme0",
+			wantErr: fs.ErrNotExist,
+		},
+		{
 			name: "a missing hostnqn on a TCP controller is an error",
 			setup: func(t *testing.T, root string) {
 				sysfstest.AddController(t, root, sysfstest.Controller{Name: "nvme0", SubsysNQN: nqnA})
@@ -326,11 +336,42 @@ func TestResolveNamespace(t *testing.T) {
 			nqn: nqnA, nsid: 2, wantErr: fs.ErrNotExist,
 		},
 		{
-			name: "a matching disk without dev is an error, not a zero device number",
+			name: "a disk being removed (attributes gone, directory not yet) is not found",
+			setup: func(t *testing.T, root string) {
+				sysfstest.AddController(t, root, sysfstest.Controller{Name: "nvme0", SubsysNQN: nqnA})
+				name := sysfstest.AddNamespace(t, root, sysfstest.Namespace{Controller: "nvme0", Head: 1, NSID: 1, Dev: "259:0"})
+				for _, attr := range []string{"nsid", "dev", "size", "wwid"} {
+					sysfstest.RemoveAttr(t, root, "block/"+name, attr)
+				}
+			},
+			nqn: nqnA, nsid: 1, wantErr: fs.ErrNotExist,
+		},
+		{
+			name: "a disk without nsid but with its dev is an error, not a vanished disk",
+			setup: func(t *testing.T, root string) {
+				sysfstest.AddController(t, root, sysfstest.Controller{Name: "nvme0", SubsysNQN: nqnA})
+				name := sysfstest.AddNamespace(t, root, sysfstest.Namespace{Controller: "nvme0", Head: 1, NSID: 1, Dev: "259:0"})
+				sysfstest.RemoveAttr(t, root, "block/"+name, "nsid")
+			},
+			nqn: nqnA, nsid: 1, wantErr: sysfs.ErrMissingAttribute,
+		},
+		{
+			// device_del removes dev before the NVMe attributes: the first
+			// moment of a removal, never a zero device number.
+			name: "a matching disk whose dev is gone is being removed: not found",
 			setup: func(t *testing.T, root string) {
 				sysfstest.AddController(t, root, sysfstest.Controller{Name: "nvme0", SubsysNQN: nqnA})
 				name := sysfstest.AddNamespace(t, root, sysfstest.Namespace{Controller: "nvme0", Multipath: true, Head: 1, NSID: 1, Dev: "259:0"})
 				sysfstest.RemoveAttr(t, root, "block/"+name, "dev")
+			},
+			nqn: nqnA, nsid: 1, wantErr: fs.ErrNotExist,
+		},
+		{
+			name: "a matching disk without wwid beside its dev is an error",
+			setup: func(t *testing.T, root string) {
+				sysfstest.AddController(t, root, sysfstest.Controller{Name: "nvme0", SubsysNQN: nqnA})
+				name := sysfstest.AddNamespace(t, root, sysfstest.Namespace{Controller: "nvme0", Multipath: true, Head: 1, NSID: 1, Dev: "259:0"})
+				sysfstest.RemoveAttr(t, root, "block/"+name, "wwid")
 			},
 			nqn: nqnA, nsid: 1, wantErr: sysfs.ErrMissingAttribute,
 		},

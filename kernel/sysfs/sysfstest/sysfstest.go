@@ -110,6 +110,7 @@ func AddController(t testing.TB, root string, c Controller) string {
 		"hostnqn":           c.HostNQN,
 		"hostid":            c.HostID,
 		"cntlid":            strconv.Itoa(c.CntlID),
+		"dev":               "243:" + strconv.Itoa(instance(t, c.Name, "nvme")),
 		"ctrl_loss_tmo":     c.CtrlLossTmo,
 		"reconnect_delay":   c.ReconnectDelay,
 		"fast_io_fail_tmo":  c.FastIOFailTmo,
