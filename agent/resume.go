@@ -95,8 +95,9 @@ func (n *Node) UndoShutdown(ctx context.Context, vols []StagedVolume) error {
 			case err != nil:
 				errs = append(errs, fmt.Errorf("volume %s: %w", v.VolumeID, err))
 				continue
-			case cur == want || (want >= 0 && cur > want):
-				// The kernel prints attempts × reconnect_delay, which can
+			case cur == want || cur == -1 || (want >= 0 && cur > want):
+				// Never lowered: -1 (off) already reconnects for ever, and
+				// the kernel prints attempts × reconnect_delay, which can
 				// round the volume's own value up.
 				continue
 			}
