@@ -12,13 +12,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/rds-csi/rds-csi/kube/events"
+	"github.com/rds-csi/rds-csi/kube/events/eventstest"
 	"github.com/rds-csi/rds-csi/volume"
 )
 
@@ -27,10 +26,6 @@ const testDriver = "rds.csi.dev"
 // waitLimit only bounds how long a broken test hangs; nothing is asserted
 // about timing.
 const waitLimit = 10 * time.Second
-
-func claim(namespace, name string, uid types.UID) *corev1.PersistentVolumeClaim {
-	return &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, UID: uid}}
-}
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -41,17 +36,6 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-// eventsIn reads the fake API's events through its tracker, so that the
-// test's own reads are not among the client's recorded actions.
-func eventsIn(t *testing.T, client *fake.Clientset, namespace string) []corev1.Event {
-	t.Helper()
-	obj, err := client.Tracker().List(schema.GroupVersionResource{Version: "v1", Resource: "events"}, schema.GroupVersionKind{Version: "v1", Kind: "Event"}, namespace)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return obj.(*corev1.EventList).Items
 }
 
 // pvcCalls keeps the PVC events asked for.
@@ -196,11 +180,11 @@ func TestTheAttachedNodesAreRecordedOnThePVAndCleared(t *testing.T) {
 }
 
 func TestAnEventReachesThePVCThroughThePVsClaimRef(t *testing.T) {
-	client := fake.NewClientset(pvOf("pv-1", "vol-1", testDriver, "team-a", "data"), claim("team-a", "data", "uid-1"))
+	client := fake.NewClientset(pvOf("pv-1", "vol-1", testDriver, "team-a", "data"), eventstest.Claim("team-a", "data", "uid-1"))
 	w := startWatcher(t, client)
 	w.Event("vol-1", corev1.EventTypeNormal, "VolumeAttached", "Attached to node node-1")
 	var evs []corev1.Event
-	waitFor(t, "the event", func() bool { evs = eventsIn(t, client, "team-a"); return len(evs) == 1 })
+	waitFor(t, "the event", func() bool { evs = eventstest.EventsIn(t, client, "team-a"); return len(evs) == 1 })
 	if e := evs[0]; e.InvolvedObject.Name != "data" || e.InvolvedObject.UID != "uid-1" || e.Reason != "VolumeAttached" {
 		t.Errorf("event %+v", e)
 	}

@@ -95,7 +95,7 @@ func TestTheControllerRBACGrantsExactlyWhatTheWatcherUses(t *testing.T) {
 		t.Errorf("binding refers to %+v, not the ClusterRole %s", binding.RoleRef, role.Name)
 	}
 
-	client := fake.NewClientset(pvOf("pv-1", "vol-1", testDriver, "team-a", "data"), claim("team-a", "data", "uid-1"), node("node-1"))
+	client := fake.NewClientset(pvOf("pv-1", "vol-1", testDriver, "team-a", "data"), eventstest.Claim("team-a", "data", "uid-1"), node("node-1"))
 	w := startWatcher(t, client)
 	if err := w.Annotate(t.Context(), "vol-1", []string{"node-1"}); err != nil {
 		t.Fatal(err)
@@ -103,7 +103,7 @@ func TestTheControllerRBACGrantsExactlyWhatTheWatcherUses(t *testing.T) {
 	w.Event("vol-1", corev1.EventTypeNormal, "VolumeAttached", "x")
 	w.Event("vol-1", corev1.EventTypeNormal, "VolumeAttached", "x")
 	waitFor(t, "the repeated event to be counted", func() bool {
-		evs := eventsIn(t, client, "team-a")
+		evs := eventstest.EventsIn(t, client, "team-a")
 		return len(evs) == 1 && evs[0].Count == 2
 	})
 	used := map[string]bool{}

@@ -58,7 +58,7 @@ current-context: x
 }
 
 func TestTheRESTAPIRecordsAnEventAndItsRepeatOnThePVC(t *testing.T) {
-	srv := eventstest.NewServer(t, *claim("team-a", "data", "uid-1"))
+	srv := eventstest.NewServer(t, *eventstest.Claim("team-a", "data", "uid-1"))
 	r := restRecorder(t, srv)
 	r.PVC("team-a", "data", corev1.EventTypeWarning, "VolumeLost", "lost")
 	r.PVC("team-a", "data", corev1.EventTypeWarning, "VolumeLost", "lost")

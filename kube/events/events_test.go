@@ -15,12 +15,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
 	clienttesting "k8s.io/client-go/testing"
+
+	"github.com/rds-csi/rds-csi/kube/events/eventstest"
 )
 
 // waitLimit only bounds how long a broken test hangs; nothing is asserted
@@ -55,10 +55,6 @@ func (a clientsetAPI) PatchEvent(ctx context.Context, e *corev1.Event, patch []b
 	return a.c.CoreV1().Events("").PatchWithEventNamespaceWithContext(ctx, e, patch)
 }
 
-func claim(namespace, name string, uid types.UID) *corev1.PersistentVolumeClaim {
-	return &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, UID: uid}}
-}
-
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(waitLimit)
@@ -70,23 +66,12 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// eventsIn reads the fake API's events through its tracker, so that the
-// test's own reads are not among the client's recorded actions.
-func eventsIn(t *testing.T, client *fake.Clientset, namespace string) []corev1.Event {
-	t.Helper()
-	obj, err := client.Tracker().List(schema.GroupVersionResource{Version: "v1", Resource: "events"}, schema.GroupVersionKind{Version: "v1", Kind: "Event"}, namespace)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return obj.(*corev1.EventList).Items
-}
-
 // waitEvents waits until namespace holds n events, and returns them.
 func waitEvents(t *testing.T, client *fake.Clientset, namespace string, n int) []corev1.Event {
 	t.Helper()
 	var got []corev1.Event
 	waitFor(t, "events in "+namespace, func() bool {
-		got = eventsIn(t, client, namespace)
+		got = eventstest.EventsIn(t, client, namespace)
 		return len(got) >= n
 	})
 	return got
@@ -97,7 +82,7 @@ func dropped(r *Recorder, reason string) float64 {
 }
 
 func TestAnEventReachesThePVCWithItsUIDTypeAndReason(t *testing.T) {
-	client := fake.NewClientset(claim("team-a", "data", "uid-1"))
+	client := fake.NewClientset(eventstest.Claim("team-a", "data", "uid-1"))
 	r := newTestRecorder(t, clientsetAPI{client}, time.Minute)
 	r.PVC("team-a", "data", corev1.EventTypeWarning, "VolumeLost", "volume pvc-1 lost its controller")
 
@@ -120,7 +105,7 @@ func TestAnEventReachesThePVCWithItsUIDTypeAndReason(t *testing.T) {
 }
 
 func TestAnEventOnAPVCThatCannotBeReadIsDroppedAndCounted(t *testing.T) {
-	client := fake.NewClientset(claim("team-a", "data", "uid-1"))
+	client := fake.NewClientset(eventstest.Claim("team-a", "data", "uid-1"))
 	r := newTestRecorder(t, clientsetAPI{client}, time.Minute)
 	r.PVC("team-a", "deleted", corev1.EventTypeWarning, "VolumeLost", "first")
 	r.PVC("team-a", "data", corev1.EventTypeNormal, "VolumeHealed", "second")
@@ -150,7 +135,7 @@ func TestAnEventWithoutAPVCIsDroppedWithoutCallingTheAPI(t *testing.T) {
 }
 
 func TestRecordingNeverWaitsForAHungAPI(t *testing.T) {
-	client := fake.NewClientset(claim("team-a", "data", "uid-1"))
+	client := fake.NewClientset(eventstest.Claim("team-a", "data", "uid-1"))
 	entered, release := make(chan struct{}, 1), make(chan struct{})
 	client.PrependReactor("get", "persistentvolumeclaims", func(clienttesting.Action) (bool, runtime.Object, error) {
 		select {
