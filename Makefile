@@ -26,6 +26,7 @@ test: unit sanity k8s e2e
 
 unit:
 	$(GO) test -race -count=1 $(shell $(GO) list ./... | grep -v -e /test/sanity -e '/test/e2e$$' -e '/test/k8s$$')
+	$(GO) test -race -count=1 -tags faultinject ./internal/fault/
 
 # -v so that Ginkgo's summary (how many specs ran, how many were skipped)
 # is in the log.

@@ -1,0 +1,12 @@
+//go:build !faultinject
+
+package fault
+
+// Enabled tells whether this build can crash at a point.
+const Enabled = false
+
+// Crash does nothing without the faultinject tag.
+func Crash(string) {}
+
+// Armed is false without the faultinject tag.
+func Armed(string) bool { return false }
