@@ -23,6 +23,7 @@ RUN go mod download
 COPY Makefile ./
 COPY cmd ./cmd
 COPY agent ./agent
+COPY internal ./internal
 COPY controller ./controller
 COPY kernel ./kernel
 COPY kube ./kube

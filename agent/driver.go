@@ -27,6 +27,12 @@ type Target struct {
 	// NSID is the namespace within the subsystem: an RDS exports one disk
 	// per subsystem, as namespace 1.
 	NSID int
+	// Identity is the namespace's identity as staged; zero before the
+	// first attach. Attach refuses a namespace that is another disk.
+	Identity sysfs.Identity
+	// MinSize is the namespace's size as last attached: a namespace
+	// smaller than the volume was is not the volume.
+	MinSize int64
 }
 
 // Device is a volume's block device on this node: the namespace itself, or
@@ -38,6 +44,45 @@ type Device struct {
 	// while the namespace is gone (the front queues I/O meanwhile).
 	Mapped  bool
 	Backing sysfs.DevT
+	// Identity and Size are the namespace's (below the front), when the
+	// Attacher knows them.
+	Identity sysfs.Identity
+	Size     int64
+}
+
+// ErrIdentityChanged marks a namespace that answers to the volume's NQN and
+// namespace ID but is another disk than the one staged (the health model's
+// sentinel, so that a repair that meets one keeps the volume failed).
+var ErrIdentityChanged = heal.ErrIdentityChanged
+
+// IdentityError says which disk was staged and which one answers now.
+type IdentityError struct {
+	VolumeID, NQN string
+	NSID          int
+	Staged, Found sysfs.Identity
+	// StagedSize and FoundSize are set when the size tells them apart.
+	StagedSize, FoundSize int64
+}
+
+func (e *IdentityError) Error() string {
+	if e.Staged.Same(e.Found) {
+		return fmt.Sprintf("namespace %d of %s (volume %s) is %d bytes, smaller than the %d bytes staged: it is not the volume's disk; the agent will not put the volume on it",
+			e.NSID, e.NQN, e.VolumeID, e.FoundSize, e.StagedSize)
+	}
+	return fmt.Sprintf("namespace %d of %s (volume %s) is another disk: staged as %s, now %s; the agent will not put the volume on it",
+		e.NSID, e.NQN, e.VolumeID, e.Staged, e.Found)
+}
+
+func (e *IdentityError) Unwrap() error { return ErrIdentityChanged }
+
+// checkIdentity refuses a device that is not the disk t was staged on: its
+// identifiers changed, or it shrank. A target without a recorded identity
+// (an older record, a test transport) accepts any.
+func checkIdentity(t Target, d Device) error {
+	if !t.Identity.Same(d.Identity) || (t.MinSize > 0 && d.Size > 0 && d.Size < t.MinSize) {
+		return &IdentityError{VolumeID: t.VolumeID, NQN: t.NQN, NSID: t.NSID, Staged: t.Identity, Found: d.Identity, StagedSize: t.MinSize, FoundSize: d.Size}
+	}
+	return nil
 }
 
 // namespace is the device number of the namespace itself, what the health
@@ -93,6 +138,10 @@ type Options struct {
 	InUseTimeout time.Duration
 	// SysRoot and ProcRoot are /sys and /proc (tests may point elsewhere).
 	SysRoot, ProcRoot string
+	// StateDir holds what the agent keeps of a volume beyond its staging
+	// (format markers); empty keeps nothing, and an interrupted format is
+	// then refused like any other data.
+	StateDir string
 }
 
 // Validate checks the options and fills defaults.
@@ -140,6 +189,9 @@ type Node struct {
 	// probe decides whether a device may hold data (the format gate);
 	// blockdev.HasSignature, replaceable in tests to make it fail.
 	probe func(ctx context.Context, path string) (found bool, what string, err error)
+	// filesystemType names the whole filesystem blkid finds on a device,
+	// "" if none; blockdev.FilesystemType.
+	filesystemType func(ctx context.Context, path string) (string, error)
 
 	mu      sync.Mutex
 	staging map[string]string // volume ID -> staging path, for NodeUnpublish's record update
@@ -147,7 +199,7 @@ type Node struct {
 
 // New returns an agent; opts must have passed Validate. metrics may be nil.
 func New(opts Options, attacher Attacher, mounter Mounter, metrics *Metrics) *Node {
-	return &Node{opts: opts, attacher: attacher, mounter: mounter, tracker: noTracker{}, metrics: metrics, probe: blockdev.HasSignature, staging: map[string]string{}}
+	return &Node{opts: opts, attacher: attacher, mounter: mounter, tracker: noTracker{}, metrics: metrics, probe: blockdev.HasSignature, filesystemType: blockdev.FilesystemType, staging: map[string]string{}}
 }
 
 // SetTracker connects the health model. Without one, health comes from a

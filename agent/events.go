@@ -24,6 +24,10 @@ const (
 	// what uses it (a mounted filesystem) still holds the old device: only
 	// staging it again (restarting its pods) helps.
 	ReasonVolumeConsumersStuck = "VolumeConsumersStuck"
+	// ReasonVolumeIdentityChanged (Warning): the namespace that answers to
+	// the volume's NQN is another disk than the one staged (re-created or
+	// replaced on the RDS). The agent refuses it and fails the volume's I/O.
+	ReasonVolumeIdentityChanged = "VolumeIdentityChanged"
 )
 
 // PVCEvents records an Event on a PVC without blocking; events.Recorder
@@ -60,6 +64,10 @@ func healthEvent(t heal.Transition, node string) (eventType, reason, message str
 		return corev1.EventTypeNormal, ReasonVolumeHealed, fmt.Sprintf(
 			"Volume %s is live again on node %s after %s (controller %s, device %s).",
 			h.VolumeID, node, h.Since.Sub(t.LostAt).Round(100*time.Millisecond), h.Controller, h.Device), true
+	case h.State == heal.StateFailed && t.OtherDisk:
+		return corev1.EventTypeWarning, ReasonVolumeIdentityChanged, fmt.Sprintf(
+			"Volume %s on node %s is answered by another disk than the one staged (%s). The agent will not use it: the volume's I/O on this node fails from now on. Find out on the RDS why the disk behind the volume was re-created or replaced; then restart the pods that use it (the volume is staged again only onto the disk the RDS exports then).",
+			h.VolumeID, node, h.LastCause), true
 	case h.State == heal.StateFailed && t.Stuck:
 		return corev1.EventTypeWarning, ReasonVolumeConsumersStuck, fmt.Sprintf(
 			"Volume %s was reconnected on node %s, but what uses it still holds its old device (%s). It sees I/O errors until the volume is staged again: restart the pods that use it on this node.",

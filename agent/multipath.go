@@ -13,6 +13,7 @@ import (
 
 	"k8s.io/klog/v2"
 
+	"github.com/rds-csi/rds-csi/internal/fault"
 	"github.com/rds-csi/rds-csi/kernel/blockdev"
 	"github.com/rds-csi/rds-csi/kernel/dm"
 	"github.com/rds-csi/rds-csi/kernel/sysfs"
@@ -23,6 +24,8 @@ import (
 type Mapper interface {
 	Lookup(name string) (dm.Device, bool, error)
 	Create(ctx context.Context, name string, table []dm.Target) (dm.Device, error)
+	// Activate completes a device that exists without a live table.
+	Activate(ctx context.Context, name string, table []dm.Target) (dm.Device, error)
 	// Reload replaces the table without flushing: queued I/O moves on to
 	// the new table.
 	Reload(ctx context.Context, name string, table []dm.Target) error
@@ -40,6 +43,9 @@ var _ Mapper = KernelMapper{}
 func (KernelMapper) Lookup(name string) (dm.Device, bool, error) { return dm.Lookup(name) }
 func (KernelMapper) Create(ctx context.Context, name string, table []dm.Target) (dm.Device, error) {
 	return dm.Create(ctx, name, table)
+}
+func (KernelMapper) Activate(ctx context.Context, name string, table []dm.Target) (dm.Device, error) {
+	return dm.Activate(ctx, name, table)
 }
 func (KernelMapper) Reload(ctx context.Context, name string, table []dm.Target) error {
 	return dm.Reload(ctx, name, table)
@@ -108,6 +114,7 @@ func (m *Multipath) Attach(ctx context.Context, t Target) (Device, error) {
 	if err != nil {
 		return Device{}, err
 	}
+	fault.Crash(fault.StageConnected)
 	return m.front(ctx, t.VolumeID, ns)
 }
 
@@ -127,7 +134,18 @@ func (m *Multipath) front(ctx context.Context, volumeID string, ns Device) (Devi
 			return Device{}, fmt.Errorf("creating the multipath front %s over %s: %w", name, ns.Path, err)
 		}
 		klog.V(2).InfoS("Multipath front created", "volumeID", volumeID, "front", name, "dev", fmt.Sprintf("%d:%d", d.Major, d.Minor), "over", ns.Path)
-		return m.device(d, ns.Dev), nil
+		return m.device(d, ns), nil
+	}
+	if !d.Live {
+		// Made, but never given its table: an agent was killed inside the
+		// creation. It maps nothing and nothing can have used it, so it is
+		// completed as if it were being made now.
+		d, err = m.Mapper.Activate(ctx, name, table)
+		if err != nil {
+			return Device{}, fmt.Errorf("completing the half-made multipath front %s over %s: %w", name, ns.Path, err)
+		}
+		klog.InfoS("Completed a multipath front left without a table", "volumeID", volumeID, "front", name, "over", ns.Path)
+		return m.device(d, ns), nil
 	}
 	current, why, err := m.leadsTo(ctx, name, ns.Dev, table[0].Length)
 	if err != nil {
@@ -139,7 +157,7 @@ func (m *Multipath) front(ctx context.Context, volumeID string, ns Device) (Devi
 		}
 		klog.InfoS("Multipath front reloaded", "volumeID", volumeID, "front", name, "over", ns.Path, "dev", ns.Dev, "because", why)
 	}
-	return m.device(d, ns.Dev), nil
+	return m.device(d, ns), nil
 }
 
 // tableFor is the front's table over ns: a bio-based queue over a bio-based
@@ -216,12 +234,16 @@ func pathActive(status []string, dev string) bool {
 	return false
 }
 
-func (m *Multipath) device(d dm.Device, backing sysfs.DevT) Device {
+// device is the front d over the namespace ns (the zero Device while the
+// namespace is gone).
+func (m *Multipath) device(d dm.Device, ns Device) Device {
 	return Device{
-		Path:    filepath.Join(m.DevDir, fmt.Sprintf("dm-%d", d.Minor)),
-		Dev:     sysfs.DevT{Major: d.Major, Minor: d.Minor},
-		Backing: backing,
-		Mapped:  true,
+		Path:     filepath.Join(m.DevDir, fmt.Sprintf("dm-%d", d.Minor)),
+		Dev:      sysfs.DevT{Major: d.Major, Minor: d.Minor},
+		Backing:  ns.Dev,
+		Mapped:   true,
+		Identity: ns.Identity,
+		Size:     ns.Size,
 	}
 }
 
@@ -238,17 +260,16 @@ func (m *Multipath) Find(ctx context.Context, t Target) (Device, error) {
 		return Device{}, err
 	}
 	ns, err := m.Paths.Find(ctx, t)
-	if !exists {
+	if !exists || !d.Live {
+		// A front without a live table (its making was interrupted) maps
+		// nothing and nothing can use it: the volume is its namespace
+		// until Attach completes the front, and Detach removes it.
 		return ns, err
 	}
-	var backing sysfs.DevT
-	switch {
-	case err == nil:
-		backing = ns.Dev
-	case !errors.Is(err, ErrNotAttached):
+	if err != nil && !errors.Is(err, ErrNotAttached) {
 		return Device{}, err
 	}
-	return m.device(d, backing), nil
+	return m.device(d, ns), nil
 }
 
 // Detach disconnects the volume once nothing but its front uses the
@@ -280,6 +301,7 @@ func (m *Multipath) Detach(ctx context.Context, t Target) error {
 		if err := m.Mapper.Remove(ctx, name); err != nil {
 			return fmt.Errorf("%w: removing the multipath front %s of %s: %w", errPrecondition, name, t.VolumeID, err)
 		}
+		fault.Crash(fault.UnstageFrontRemoved)
 	}
 	return m.Paths.Detach(ctx, t)
 }
@@ -320,6 +342,26 @@ func (m *Multipath) unused(ctx context.Context, ns Device, front string) error {
 	return nil
 }
 
+// Front finds the volume's front. A front left without a live table has
+// no device node (the kernel adds the disk with its first table): its Path
+// is empty.
+func (m *Multipath) Front(_ context.Context, volumeID string) (Device, bool, error) {
+	d, exists, err := m.Mapper.Lookup(MapperName(volumeID))
+	if err != nil || !exists {
+		return Device{}, false, err
+	}
+	if !d.Live {
+		return Device{Mapped: true, Dev: sysfs.DevT{Major: d.Major, Minor: d.Minor}}, true, nil
+	}
+	return m.device(d, Device{}), true, nil
+}
+
+// RemoveFront removes the volume's front; the kernel refuses while it is
+// open.
+func (m *Multipath) RemoveFront(ctx context.Context, volumeID string) error {
+	return m.Mapper.Remove(ctx, MapperName(volumeID))
+}
+
 // Refresh grows the namespace, then the front over it.
 func (m *Multipath) Refresh(ctx context.Context, t Target, size int64) error {
 	if err := m.Paths.Refresh(ctx, t, size); err != nil {
@@ -331,6 +373,9 @@ func (m *Multipath) Refresh(ctx context.Context, t Target, size int64) error {
 	}
 	ns, err := m.Paths.Find(ctx, t)
 	if err != nil {
+		return err
+	}
+	if err := checkIdentity(t, ns); err != nil {
 		return err
 	}
 	_, err = m.front(ctx, t.VolumeID, ns)

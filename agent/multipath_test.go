@@ -62,9 +62,36 @@ func (m *fakeMapper) Create(_ context.Context, name string, table []dm.Target) (
 	if _, ok := m.devices[name]; ok {
 		return dm.Device{}, dm.ErrExist
 	}
-	d := &fakeFront{dev: dm.Device{Name: name, Major: 253, Minor: m.next}, table: table, queueing: true}
+	d := &fakeFront{dev: dm.Device{Name: name, Major: 253, Minor: m.next, Live: true}, table: table, queueing: true}
 	m.next++
 	m.devices[name] = d
+	if m.onCreate != nil {
+		m.onCreate(d)
+	}
+	return d.dev, nil
+}
+
+// halfMade adds a device as a Create killed after DM_DEV_CREATE leaves it:
+// no live table.
+func (m *fakeMapper) halfMade(name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.devices[name] = &fakeFront{dev: dm.Device{Name: name, Major: 253, Minor: m.next}}
+	m.next++
+}
+
+func (m *fakeMapper) Activate(_ context.Context, name string, table []dm.Target) (dm.Device, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.record("activate " + name)
+	d, ok := m.devices[name]
+	switch {
+	case !ok:
+		return dm.Device{}, dm.ErrNotFound
+	case d.dev.Live:
+		return dm.Device{}, dm.ErrExist
+	}
+	d.table, d.queueing, d.dev.Live = table, true, true
 	if m.onCreate != nil {
 		m.onCreate(d)
 	}
@@ -92,6 +119,9 @@ func (m *fakeMapper) Table(_ context.Context, name string) ([]dm.Target, error) 
 	if !ok {
 		return nil, dm.ErrNotFound
 	}
+	if !d.dev.Live {
+		return nil, dm.ErrNoTable
+	}
 	out := append([]dm.Target(nil), d.table...)
 	if !d.queueing {
 		out[0].Params = strings.Replace(out[0].Params, "queue_if_no_path", "", 1)
@@ -105,6 +135,9 @@ func (m *fakeMapper) Status(_ context.Context, name string) ([]string, error) {
 	d, ok := m.devices[name]
 	if !ok {
 		return nil, dm.ErrNotFound
+	}
+	if !d.dev.Live {
+		return nil, dm.ErrNoTable
 	}
 	var path string
 	for _, f := range strings.Fields(d.table[0].Params) {

@@ -18,8 +18,8 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/rds-csi/rds-csi/agent/heal"
+	"github.com/rds-csi/rds-csi/internal/fault"
 	"github.com/rds-csi/rds-csi/kernel/blockdev"
-	"github.com/rds-csi/rds-csi/kernel/command"
 	"github.com/rds-csi/rds-csi/kernel/mount"
 	"github.com/rds-csi/rds-csi/kernel/sysfs"
 	"github.com/rds-csi/rds-csi/volume"
@@ -83,7 +83,7 @@ func (n *Node) target(id string, c volume.Context) Target {
 // recordTarget is the target of a staged volume, from its record alone.
 func (n *Node) recordTarget(rec record) Target {
 	c := volume.Context{NQN: rec.NQN, Address: rec.Address, Port: rec.Port, Connect: rec.Connect}
-	return Target{VolumeID: rec.VolumeID, Context: c, HostNQN: volume.HostNQN(n.opts.NodeID), HostID: volume.HostID(n.opts.NodeID), NSID: rec.NSID}
+	return Target{VolumeID: rec.VolumeID, Context: c, HostNQN: volume.HostNQN(n.opts.NodeID), HostID: volume.HostID(n.opts.NodeID), NSID: rec.NSID, Identity: rec.Identity, MinSize: rec.Size}
 }
 
 // NodeStageVolume attaches the volume and, for a filesystem volume, formats
@@ -119,6 +119,33 @@ func (n *Node) stage(ctx context.Context, id, staging string, vc *csi.VolumeCapa
 	// From the connect until Track, the controller belongs to no tracked
 	// volume: the hold keeps orphan removal away from it.
 	defer n.tracker.Hold(c.NQN)()
+	old, staged, err := loadRecord(staging, id)
+	if err != nil {
+		return fmt.Errorf("%w: reading the record of volume %s: %w", errPrecondition, id, err)
+	}
+	if staged {
+		if old.NQN != c.NQN || old.NSID != t.NSID {
+			return fmt.Errorf("%w: staging path %s holds volume %s as %s namespace %d, not %s: unstage it first", errPrecondition, staging, id, old.NQN, old.NSID, c.NQN)
+		}
+		// A NodeStage again (a retry, or after a restart) must find the
+		// disk it staged before.
+		t.Identity, t.MinSize = old.Identity, old.Size
+	}
+	rec := record{VolumeID: id, NQN: c.NQN, Address: c.Address, Port: c.Port, Connect: c.Connect, NSID: t.NSID, Block: vc.GetBlock() != nil, StagingPath: staging, PVCNamespace: c.PVCNamespace, PVCName: c.PVCName, Targets: old.Targets}
+	if !rec.Block {
+		rec.FSType = fsTypeOf(vc)
+	}
+	if !staged {
+		// The intent goes down before anything changes on the host: an
+		// agent killed from here on leaves a record, so that NodeUnstage
+		// knows what to undo and a retry finds what it made.
+		rec.Phase = phaseAttaching
+		if err := rec.save(); err != nil {
+			return fmt.Errorf("saving the volume record: %w", err)
+		}
+		n.rememberStaging(id, staging)
+		fault.Crash(fault.StageIntent)
+	}
 	start := time.Now()
 	actx, cancel := context.WithTimeout(ctx, n.opts.AttachTimeout)
 	dev, err := n.attacher.Attach(actx, t)
@@ -126,18 +153,17 @@ func (n *Node) stage(ctx context.Context, id, staging string, vc *csi.VolumeCapa
 	if err != nil {
 		return fmt.Errorf("attaching volume %s (%s at %s:%d): %w", id, c.NQN, c.Address, c.Port, err)
 	}
+	fault.Crash(fault.StageAttached)
 	n.metrics.observeAttach(time.Since(start).Seconds())
-	klog.V(2).InfoS("Volume attached", "volumeID", id, "device", dev.Path, "dev", dev.Dev, "duration", time.Since(start))
+	klog.V(2).InfoS("Volume attached", "volumeID", id, "device", dev.Path, "dev", dev.Dev, "identity", dev.Identity.String(), "duration", time.Since(start))
 
-	rec := record{VolumeID: id, NQN: c.NQN, Address: c.Address, Port: c.Port, Connect: c.Connect, NSID: t.NSID, Device: dev.Dev.String(), Block: vc.GetBlock() != nil, StagingPath: staging, PVCNamespace: c.PVCNamespace, PVCName: c.PVCName}
+	rec.Phase, rec.Device = "", dev.Dev.String()
 	if dev.Mapped {
 		rec.Namespace = dev.Backing.String()
 	}
-	if !rec.Block {
-		rec.FSType = fsTypeOf(vc)
-	}
-	if old, ok, err := loadRecord(staging, id); err == nil && ok {
-		rec.Targets = old.Targets
+	rec.Identity, rec.Size = old.Identity, max(old.Size, dev.Size)
+	if rec.Identity.IsZero() {
+		rec.Identity = dev.Identity
 	}
 	// The record goes down before any mount, so that an agent restarted in
 	// the middle still knows what this staging path holds.
@@ -145,6 +171,7 @@ func (n *Node) stage(ctx context.Context, id, staging string, vc *csi.VolumeCapa
 		return fmt.Errorf("saving the volume record: %w", err)
 	}
 	n.rememberStaging(id, staging)
+	fault.Crash(fault.StageRecorded)
 	if err := n.tracker.Track(rec.healVolume()); err != nil {
 		return fmt.Errorf("tracking volume %s: %w", id, err)
 	}
@@ -163,7 +190,7 @@ func (n *Node) stage(ctx context.Context, id, staging string, vc *csi.VolumeCapa
 		}
 		return fmt.Errorf("%w: staging path %s is mounted from %s, not from the volume's device %s (%s)", errPrecondition, staging, m.Dev, dev.Dev, dev.Path)
 	}
-	if err := n.ensureFilesystem(ctx, dev, fsType, c.CreatedBlank); err != nil {
+	if err := n.ensureFilesystem(ctx, id, dev, fsType, c.CreatedBlank); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(staging, 0o750); err != nil {
@@ -180,60 +207,11 @@ func (n *Node) stage(ctx context.Context, id, staging string, vc *csi.VolumeCapa
 	if err := n.mounter.Mount(ctx, dev.Path, staging, fsType, opts); err != nil {
 		return fmt.Errorf("mounting %s (%s) at %s: %w", dev.Path, fsType, staging, err)
 	}
+	fault.Crash(fault.StageMounted)
 	if grow {
 		return n.growAtStage(ctx, id, dev, staging, fsType)
 	}
 	return nil
-}
-
-// ensureFilesystem formats dev only when the controller created the volume
-// blank AND the device proves blank now (its first MiB reads back as zeros
-// and blkid finds no signature). Every doubt refuses: formatting a volume
-// that holds data destroys it, while refusing costs a retry.
-func (n *Node) ensureFilesystem(ctx context.Context, dev Device, fsType string, createdBlank bool) error {
-	found, what, err := n.probe(ctx, dev.Path)
-	if err != nil {
-		return fmt.Errorf("%w: cannot tell whether %s is blank, so it is neither formatted nor mounted: %w", errPrecondition, dev.Path, err)
-	}
-	if found {
-		if !sameFilesystem(what, fsType) {
-			return fmt.Errorf("%w: %s holds %s, not an %s filesystem: it is neither formatted nor mounted", errPrecondition, dev.Path, what, fsType)
-		}
-		klog.V(2).InfoS("Volume holds a filesystem; mounting without formatting", "device", dev.Path, "found", what)
-		return nil
-	}
-	if !createdBlank {
-		return fmt.Errorf("%w: %s holds no filesystem, and the volume was not created blank by this driver's controller: refusing to format it", errPrecondition, dev.Path)
-	}
-	var args []string
-	switch fsType {
-	case "ext4":
-		// nodiscard: the fresh RDS disk is a sparse file that reads zeros.
-		args = []string{"-F", "-q", "-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1", dev.Path}
-	case "xfs":
-		args = []string{"-q", "-K", dev.Path}
-	default:
-		return fmt.Errorf("%w: filesystem %q is not supported", errInvalid, fsType)
-	}
-	_, _, err = command.Run(ctx, mkfsTimeout, "mkfs."+fsType, args...)
-	n.metrics.count("format", err)
-	if err != nil {
-		return fmt.Errorf("formatting %s as %s: %w", dev.Path, fsType, err)
-	}
-	klog.InfoS("Formatted blank volume", "device", dev.Path, "fsType", fsType)
-	return nil
-}
-
-// sameFilesystem tells whether a signature found on a device (a blkid TYPE
-// or the name of a recognised magic) is a filesystem mountable as fsType.
-// ext4 mounts ext2 and ext3 too.
-func sameFilesystem(found, fsType string) bool {
-	switch fsType {
-	case "ext4":
-		return found == "ext4" || found == "ext3" || found == "ext2" || found == "ext2/3/4"
-	default:
-		return found == fsType
-	}
 }
 
 // NodeUnstageVolume unmounts the staging path and disconnects the volume,
@@ -328,6 +306,7 @@ func (n *Node) unstage(ctx context.Context, id, staging string) error {
 			return err
 		}
 	}
+	fault.Crash(fault.UnstageUnmounted)
 	busy, err := blockdev.InUse(dev.Path)
 	if err != nil {
 		return fmt.Errorf("%w: exclusive-open check of %s: %w", errPrecondition, dev.Path, err)
@@ -338,6 +317,7 @@ func (n *Node) unstage(ctx context.Context, id, staging string) error {
 	if err := n.detach(ctx, t, rec); err != nil {
 		return err
 	}
+	fault.Crash(fault.UnstageDisconnected)
 	n.forget(id)
 	return removeRecord(staging, id)
 }
@@ -600,6 +580,14 @@ func (n *Node) expand(ctx context.Context, id, path, staging string, required in
 	}
 	if size < required {
 		return 0, fmt.Errorf("device %s shows %d bytes after the refresh, %d required", dev.Path, size, required)
+	}
+	if dev.Size > rec.Size {
+		// The grown namespace is the volume's size now: a smaller one
+		// later is not this disk.
+		rec.Size = dev.Size
+		if err := rec.save(); err != nil {
+			return 0, err
+		}
 	}
 	if rec.Block || vc.GetBlock() != nil {
 		return size, nil
@@ -878,7 +866,7 @@ func toStatus(err error) error {
 	switch {
 	case errors.Is(err, errInvalid):
 		code = codes.InvalidArgument
-	case errors.Is(err, errPrecondition):
+	case errors.Is(err, errPrecondition), errors.Is(err, ErrIdentityChanged):
 		code = codes.FailedPrecondition
 	case errors.Is(err, errNotFound), errors.Is(err, ErrNotAttached):
 		code = codes.NotFound

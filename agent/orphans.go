@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 
+	"k8s.io/klog/v2"
+
 	"github.com/rds-csi/rds-csi/kernel/blockdev"
 	"github.com/rds-csi/rds-csi/kernel/sysfs"
 	"github.com/rds-csi/rds-csi/volume"
@@ -23,6 +25,19 @@ func (n *Node) OrphanDisconnect(tree sysfs.Tree, disconnect func(ctx context.Con
 		}
 		if !n.managed(c.SubsysNQN) {
 			return fmt.Errorf("refusing to disconnect %s: NQN %s is outside the managed prefix", controller, c.SubsysNQN)
+		}
+		// A volume of ours is named by its NQN: while a CSI call or a
+		// repair works on it, it is not an orphan to sweep.
+		id := strings.TrimPrefix(c.SubsysNQN, n.opts.ManagedNQNPrefix)
+		if volume.ValidID(id) {
+			release, ok := n.inFlight.TryAcquire(id)
+			if !ok {
+				return fmt.Errorf("refusing to disconnect orphan %s: an operation on volume %s is in progress", controller, id)
+			}
+			defer release()
+			if err := n.removeLeakedFront(ctx, id); err != nil {
+				return fmt.Errorf("refusing to disconnect orphan %s: %w", controller, err)
+			}
 		}
 		dev, err := n.attacher.Find(ctx, Target{Context: volume.Context{NQN: c.SubsysNQN}, NSID: 1})
 		switch {
@@ -49,4 +64,53 @@ func (n *Node) OrphanDisconnect(tree sysfs.Tree, disconnect func(ctx context.Con
 		}
 		return disconnect(ctx, controller)
 	}
+}
+
+// frontRemover is an Attacher with fronts of its own (Multipath).
+type frontRemover interface {
+	// Front finds the volume's front; ok is false when it has none.
+	Front(ctx context.Context, volumeID string) (d Device, ok bool, err error)
+	// RemoveFront removes it; the kernel refuses while it is open.
+	RemoveFront(ctx context.Context, volumeID string) error
+}
+
+// removeLeakedFront removes the front of a volume whose controller is an
+// orphan: an agent killed inside a NodeStage that was never retried nor
+// unstaged leaves one, and as a holder of the namespace it would make the
+// orphan's removal refuse for ever. The front is this agent's own (its name
+// is the volume's; only this agent makes rds-csi- devices) and is removed
+// only when nothing uses it: no mount or bind mount, no holder, no process,
+// no exclusive opener. Anything else refuses, naming what uses it.
+func (n *Node) removeLeakedFront(ctx context.Context, id string) error {
+	fr, ok := n.attacher.(frontRemover)
+	if !ok {
+		return nil
+	}
+	d, exists, err := fr.Front(ctx, id)
+	if err != nil || !exists {
+		return err
+	}
+	if d.Path != "" {
+		mounts, err := n.mounter.List()
+		if err != nil {
+			return err
+		}
+		cctx, cancel := context.WithTimeout(ctx, n.opts.InUseTimeout)
+		users, err := n.users(cctx, d, mounts, "")
+		cancel()
+		if err != nil {
+			return fmt.Errorf("cannot tell whether the front %s of volume %s is in use: %w", d.Path, id, err)
+		}
+		if busy, err := blockdev.InUse(d.Path); err != nil || busy {
+			users = append(users, "an exclusive opener")
+		}
+		if len(users) > 0 {
+			return fmt.Errorf("the front %s of volume %s is in use by %s", d.Path, id, strings.Join(users, ", "))
+		}
+	}
+	if err := fr.RemoveFront(ctx, id); err != nil {
+		return fmt.Errorf("removing the leaked front of volume %s: %w", id, err)
+	}
+	klog.InfoS("Removed the front of a volume no staging claims", "volumeID", id, "front", MapperName(id))
+	return nil
 }

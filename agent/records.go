@@ -10,6 +10,7 @@ import (
 	"slices"
 
 	"github.com/rds-csi/rds-csi/agent/heal"
+	"github.com/rds-csi/rds-csi/kernel/sysfs"
 	"github.com/rds-csi/rds-csi/volume"
 )
 
@@ -37,12 +38,29 @@ type record struct {
 	// context), so that Events reach it after an agent restart too.
 	PVCNamespace string `json:"pvcNamespace,omitempty"`
 	PVCName      string `json:"pvcName,omitempty"`
+	// Phase is phaseAttaching while NodeStage has not attached the volume
+	// yet: the record is written before the first change on the host, so
+	// that an agent killed in the middle leaves a record that says what to
+	// undo. Empty once the volume is attached (and in older records).
+	Phase string `json:"phase,omitempty"`
+	// Identity and Size are the namespace's when it was attached: a
+	// namespace with another identity, or smaller, is another disk, which
+	// no reattach or heal may put under the volume's consumers.
+	Identity sysfs.Identity `json:"identity"`
+	Size     int64          `json:"size,omitempty"`
 }
+
+// phaseAttaching marks the intent record of a NodeStage that has not
+// attached the volume yet.
+const phaseAttaching = "attaching"
+
+// attached tells a record of a volume that NodeStage attached.
+func (r record) attached() bool { return r.Phase == "" }
 
 // healVolume is what the health model tracks of the staged volume: the
 // namespace, below the front if there is one.
 func (r record) healVolume() heal.Volume {
-	return heal.Volume{VolumeID: r.VolumeID, NQN: r.NQN, NSID: r.NSID, Device: r.namespace(), PVCNamespace: r.PVCNamespace, PVCName: r.PVCName}
+	return heal.Volume{VolumeID: r.VolumeID, NQN: r.NQN, NSID: r.NSID, Device: r.namespace(), Identity: r.Identity, PVCNamespace: r.PVCNamespace, PVCName: r.PVCName}
 }
 
 // recordPath is the record's file: in the staging path's parent directory,
@@ -53,16 +71,10 @@ func recordPath(stagingPath, volumeID string) string {
 }
 
 func loadRecord(stagingPath, volumeID string) (record, bool, error) {
-	b, err := os.ReadFile(recordPath(stagingPath, volumeID))
-	if errors.Is(err, fs.ErrNotExist) {
-		return record{}, false, nil
-	}
-	if err != nil {
-		return record{}, false, err
-	}
 	var r record
-	if err := json.Unmarshal(b, &r); err != nil {
-		return record{}, false, fmt.Errorf("record %s: %w", recordPath(stagingPath, volumeID), err)
+	ok, err := readJSON(recordPath(stagingPath, volumeID), &r)
+	if err != nil || !ok {
+		return record{}, false, err
 	}
 	if r.VolumeID != volumeID {
 		return record{}, false, fmt.Errorf("record %s belongs to volume %q", recordPath(stagingPath, volumeID), r.VolumeID)
@@ -70,18 +82,61 @@ func loadRecord(stagingPath, volumeID string) (record, bool, error) {
 	return r, true, nil
 }
 
-// save writes the record atomically: a crash leaves the old or the new one.
+// readJSON reads the JSON file at path into v; a missing file is not an
+// error but false.
+func readJSON(path string, v any) (bool, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return false, fmt.Errorf("%s: %w", path, err)
+	}
+	return true, nil
+}
+
+// save writes the record atomically and durably: a crash, of the agent or
+// of the node, leaves the old or the new one.
 func (r record) save() error {
-	b, err := json.MarshalIndent(r, "", "  ")
+	return writeFileSynced(recordPath(r.StagingPath, r.VolumeID), r)
+}
+
+// writeFileSynced writes v as JSON to path through a synced temporary file
+// renamed over it, and syncs the directory, so that the file is whole and
+// there once it returns.
+func writeFileSynced(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	path := recordPath(r.StagingPath, r.VolumeID)
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	dir, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer func() { _ = dir.Close() }()
+	return dir.Sync()
 }
 
 // namespace is the device the health model watches: the namespace, below

@@ -61,6 +61,9 @@ func (n *Node) Repair(ctx context.Context, v heal.Volume, _ heal.Health) error {
 		if err == nil {
 			break
 		}
+		if errors.Is(err, ErrIdentityChanged) {
+			return n.refuseOtherDisk(ctx, t, err)
+		}
 		klog.InfoS("Reconnect attempt failed; retrying", "volumeID", v.VolumeID, "nqn", rec.NQN, "err", err, "in", delay)
 		select {
 		case <-ctx.Done():
@@ -69,8 +72,14 @@ func (n *Node) Repair(ctx context.Context, v heal.Volume, _ heal.Health) error {
 		}
 	}
 	klog.InfoS("Volume reconnected", "volumeID", v.VolumeID, "device", dev.Path, "dev", dev.Dev, "namespace", dev.namespace(), "was", rec.Device)
+	changed := rec.Identity.IsZero() && !dev.Identity.IsZero()
+	if changed {
+		rec.Identity = dev.Identity // staged by an older agent: first seen now
+	}
 	if dev.Mapped && rec.Namespace != dev.Backing.String() {
-		rec.Namespace = dev.Backing.String()
+		rec.Namespace, changed = dev.Backing.String(), true
+	}
+	if changed {
 		if err := rec.save(); err != nil {
 			return err
 		}
@@ -88,6 +97,21 @@ func (n *Node) Repair(ctx context.Context, v heal.Volume, _ heal.Health) error {
 		return err
 	}
 	return n.repointBlockTargets(ctx, rec, dev)
+}
+
+// refuseOtherDisk is the repair's answer to a namespace that is another
+// disk: the volume is not put on it, and its front stops queueing, so that
+// the consumers' I/O fails rather than waits for a disk that is gone (their
+// writes could only ever reach the other disk, which they must not). The
+// error keeps the volume failed until it is staged again.
+func (n *Node) refuseOtherDisk(ctx context.Context, t Target, cause error) error {
+	klog.ErrorS(cause, "Refusing to heal the volume onto another disk", "volumeID", t.VolumeID, "nqn", t.NQN)
+	if qs, ok := n.attacher.(frontQueueing); ok {
+		if err := qs.StopQueueing(ctx, t); err != nil {
+			return fmt.Errorf("%w (and making its front fail I/O failed: %w)", cause, err)
+		}
+	}
+	return cause
 }
 
 // repointBlockTargets replaces each block publish, a bind mount of the old

@@ -57,6 +57,18 @@ func (n *Node) Resume(kubeletDir string) ([]StagedVolume, error) {
 			continue
 		}
 		n.rememberStaging(rec.VolumeID, rec.StagingPath)
+		if !rec.attached() {
+			// A NodeStage killed before it attached the volume: nothing was
+			// handed to a consumer. The CO retries the stage or unstages,
+			// and the record tells either what was made; until then the
+			// volume is not healed, and what the stage left (a controller,
+			// a front) is the orphan sweep's once its grace has passed.
+			klog.InfoS("Found the record of an interrupted NodeStage; waiting for the CO to retry or unstage it", "volumeID", rec.VolumeID, "staging", rec.StagingPath)
+			continue
+		}
+		if rec.Identity.IsZero() {
+			rec = n.adoptIdentity(rec)
+		}
 		if err := n.tracker.Track(rec.healVolume()); err != nil {
 			klog.ErrorS(err, "Cannot track a resumed volume", "volumeID", rec.VolumeID)
 		}
@@ -64,6 +76,26 @@ func (n *Node) Resume(kubeletDir string) ([]StagedVolume, error) {
 	}
 	klog.InfoS("Resumed staged volumes from their records", "count", len(vols))
 	return vols, nil
+}
+
+// adoptIdentity records the identity of the namespace of a volume whose
+// record has none (an agent of an older version staged it): the namespace
+// present now, if it is. Without a namespace the identity is taken at the
+// next attach.
+func (n *Node) adoptIdentity(rec record) record {
+	ctx, cancel := context.WithTimeout(context.Background(), n.opts.InUseTimeout)
+	defer cancel()
+	d, err := n.attacher.Find(ctx, n.recordTarget(rec))
+	if err != nil || d.Identity.IsZero() {
+		return rec
+	}
+	rec.Identity, rec.Size = d.Identity, max(rec.Size, d.Size)
+	if err := rec.save(); err != nil {
+		klog.ErrorS(err, "Cannot record the identity of a resumed volume's namespace", "volumeID", rec.VolumeID)
+		return rec
+	}
+	klog.InfoS("Recorded the identity of a volume staged by an older agent", "volumeID", rec.VolumeID, "identity", rec.Identity.String())
+	return rec
 }
 
 // UndoShutdown gives resumed volumes back what a previous run's shutdown

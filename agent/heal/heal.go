@@ -78,6 +78,10 @@ type Volume struct {
 	// Device is the major:minor recorded at stage time, if known. With it a
 	// renumbering that happened while the agent was down is still noticed.
 	Device string
+	// Identity is the namespace's identity when it was staged: a namespace
+	// that answers to the NQN and NSID with another identity is another
+	// disk, never the volume (zero: not known, any is taken).
+	Identity sysfs.Identity
 	// PVCNamespace and PVCName name the claim the volume was created for,
 	// if known, for the Notifier (Events go on the PVC).
 	PVCNamespace, PVCName string
@@ -91,6 +95,12 @@ type Volume struct {
 // but its consumers still hold the old device (a mounted filesystem): the
 // volume stays failed, whatever the kernel shows, until it is tracked anew.
 var ErrConsumersStuck = errors.New("consumers still hold the volume's old device")
+
+// ErrIdentityChanged is what a Repairer wraps when the namespace that
+// answers to the volume's NQN and NSID is another disk than the one staged:
+// the volume stays failed, whatever the kernel shows, until it is staged
+// again.
+var ErrIdentityChanged = errors.New("the namespace is another disk than the one staged")
 
 type Repairer interface {
 	Repair(ctx context.Context, v Volume, h Health) error
@@ -116,6 +126,9 @@ type Transition struct {
 	// Stuck is set on a change to failed when consumers still hold the
 	// volume's old device (ErrConsumersStuck): only staging it again helps.
 	Stuck bool
+	// OtherDisk is set on a change to failed when the namespace is another
+	// disk than the one staged (ErrIdentityChanged).
+	OtherDisk bool
 }
 
 // Config configures a Loop.

@@ -49,6 +49,13 @@ type volume struct {
 	// does not make the volume usable, so failed stays until the volume is
 	// tracked anew (restaged).
 	stuck bool
+	// otherDisk is set when the repair refused the namespace as another
+	// disk (ErrIdentityChanged); like stuck, failed then stays.
+	otherDisk bool
+	// foreign describes the namespace that answers to the volume's NQN
+	// and NSID with another identity than the staged one; empty when the
+	// namespace is the volume's or absent.
+	foreign string
 }
 
 // visibleDiskRE matches namespace disks consumers use; hidden per-path
@@ -352,12 +359,26 @@ func (l *Loop) refreshNQN(nqn string, resolve bool) {
 // it differs from the last one seen.
 func (l *Loop) resolve(v *volume) {
 	ns, err := l.cfg.Sysfs.ResolveNamespace(v.NQN, v.NSID)
+	if err != nil || v.Identity.Same(ns.Identity()) {
+		v.foreign = ""
+	}
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		v.devPresent, v.resolveErr = false, nil
 	case err != nil:
 		l.scanFailed(err, "namespace", v.VolumeID)
 		v.resolveErr = err
+	case !v.Identity.Same(ns.Identity()):
+		// Another disk answers to the NQN and NSID: for the volume it is
+		// as good as absent, and never live.
+		v.resolveErr = nil
+		v.devPresent = false
+		cause := fmt.Sprintf("namespace %d is another disk: staged as %s, now %s", v.NSID, v.Identity, ns.Identity())
+		if v.foreign != cause {
+			klog.InfoS("Volume's namespace is another disk", "volume", v.VolumeID, "nqn", v.NQN, "staged", v.Identity.String(), "found", ns.Identity().String(), "device", ns.Dev.String())
+		}
+		v.foreign = cause
+		return
 	default:
 		v.resolveErr = nil
 		v.devPresent = true
@@ -398,6 +419,8 @@ func (l *Loop) derive(v *volume) (State, string, string) {
 	switch {
 	case live != nil && v.devPresent:
 		return StateLive, "", live.name
+	case v.foreign != "":
+		return StateLost, v.foreign, firstNonNil(live, pending, dying)
 	case live != nil:
 		return StateLost, fmt.Sprintf("namespace %d missing on live controller %s", v.NSID, live.name), live.name
 	case pending != nil:
@@ -412,6 +435,16 @@ func (l *Loop) derive(v *volume) (State, string, string) {
 	default:
 		return StateLost, "controller deleted", ""
 	}
+}
+
+// firstNonNil names the first controller given, "" if none.
+func firstNonNil(cs ...*controller) string {
+	for _, c := range cs {
+		if c != nil {
+			return c.name
+		}
+	}
+	return ""
 }
 
 // firstOf picks by name so the controller shown does not depend on map
@@ -436,7 +469,7 @@ func (l *Loop) evaluate(v *volume) {
 	case cur == StateHealing:
 		l.publish(v.Volume, v.health)
 		return
-	case cur == StateFailed && (v.stuck || next == StateLost || next == StateUnknown):
+	case cur == StateFailed && (v.stuck || v.otherDisk || next == StateLost || next == StateUnknown):
 		l.publish(v.Volume, v.health)
 		return
 	}
@@ -478,7 +511,7 @@ func (l *Loop) transition(v *volume, next State, cause string) {
 		"cause", cause, "controller", v.health.Controller, "device", v.health.Device)
 	l.publish(v.Volume, v.health)
 	if l.cfg.Notifier != nil {
-		l.cfg.Notifier.Notify(Transition{Volume: v.Volume, From: from, Health: v.health, LostAt: lostAt, Stuck: next == StateFailed && v.stuck})
+		l.cfg.Notifier.Notify(Transition{Volume: v.Volume, From: from, Health: v.health, LostAt: lostAt, Stuck: next == StateFailed && v.stuck, OtherDisk: next == StateFailed && v.otherDisk})
 	}
 }
 
@@ -512,6 +545,7 @@ func (l *Loop) repaired(v *volume, err error, took time.Duration) {
 	if err != nil {
 		klog.ErrorS(err, "Repair failed", "volume", v.VolumeID, "nqn", v.NQN, "took", took)
 		v.stuck = errors.Is(err, ErrConsumersStuck)
+		v.otherDisk = errors.Is(err, ErrIdentityChanged)
 		l.transition(v, StateFailed, "repair failed: "+err.Error())
 		return
 	}
@@ -544,8 +578,8 @@ func (l *Loop) handleLink(le LinkEvent) {
 	}
 	l.rescan()
 	for _, v := range l.sortedVolumes() {
-		if v.health.State != StateFailed {
-			continue
+		if v.health.State != StateFailed || v.otherDisk {
+			continue // another disk does not become the volume's by a link
 		}
 		if next, _, _ := l.derive(v); next == StateLost {
 			l.startRepair(v)

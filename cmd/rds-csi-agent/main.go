@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -75,6 +76,7 @@ func parseFlags(args []string) (*flags, error) {
 	fs.IntVar(&f.shutdownTmo, "shutdown-ctrl-loss-tmo", 0, "on SIGTERM, lower ctrl_loss_tmo of managed controllers to this many seconds so a node shutdown does not hang on an unreachable target (0: off; set it where SIGTERM means node shutdown, as in the systemd unit)")
 	fs.BoolVar(&f.dmMultipath, "dm-multipath", true, "put a device-mapper multipath front (queue_if_no_path) in front of each volume, so that a mounted filesystem or a process holding a block volume survives a controller loss and a renumbered reconnect; needs dm-mod and dm-multipath on the node (false: consumers of a lost volume need a restart)")
 	fs.StringVar(&f.kubeletDir, "kubelet-dir", "/var/lib/kubelet", "the kubelet's directory, where staged volumes keep their records")
+	fs.StringVar(&f.node.StateDir, "state-dir", "", "where the agent keeps what outlives a staging (format markers); empty: <kubelet-dir>/plugins/<driver-name>")
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file for the Kubernetes API (Events); empty: the in-cluster service account when KUBERNETES_SERVICE_HOST is set, else no API")
 	fs.BoolVar(&f.events, "events", true, "record Kubernetes Events on a volume's PVC when it is lost, healed or cannot be healed; without an API the agent runs on without them")
 	if err := fs.Parse(args); err != nil {
@@ -84,7 +86,13 @@ func parseFlags(args []string) (*flags, error) {
 		return f, nil
 	}
 	f.node.Version = version
-	return f, f.node.Validate()
+	if err := f.node.Validate(); err != nil {
+		return f, err
+	}
+	if f.node.StateDir == "" {
+		f.node.StateDir = filepath.Join(f.kubeletDir, "plugins", f.node.DriverName)
+	}
+	return f, nil
 }
 
 // defaultGCPercent is the agent's GOGC unless the environment sets one.

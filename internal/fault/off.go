@@ -10,3 +10,9 @@ func Crash(string) {}
 
 // Armed is false without the faultinject tag.
 func Armed(string) bool { return false }
+
+// CrashAfterPartialWrite does nothing without the faultinject tag.
+func CrashAfterPartialWrite(string, string) {}
+
+// CrashWhenChildRuns does nothing without the faultinject tag.
+func CrashWhenChildRuns(string, string) {}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Enabled tells whether this build can crash at a point.
@@ -31,6 +32,53 @@ func Crash(point string) {
 	}
 	_ = syscall.Kill(self, syscall.SIGKILL)
 	select {} // the signal is on its way
+}
+
+// CrashAfterPartialWrite, when point is armed, leaves device the way an
+// mkfs killed after its first writes does (bytes in the first MiB, no
+// superblock: 64 KiB of 0xa5 at 64 KiB, synced) and crashes. The device is
+// written instead of running mkfs, so that the state is the same on every
+// run rather than depending on how far mkfs got.
+func CrashAfterPartialWrite(point, device string) {
+	if !Armed(point) {
+		return
+	}
+	f, err := os.OpenFile(device, os.O_WRONLY, 0)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "FAULT: %s: %v\n", point, err)
+		return
+	}
+	block := make([]byte, 64<<10)
+	for i := range block {
+		block[i] = 0xa5
+	}
+	if _, err := f.WriteAt(block, 64<<10); err != nil || f.Sync() != nil {
+		fmt.Fprintf(os.Stderr, "FAULT: %s: write: %v\n", point, err)
+		return
+	}
+	Crash(point)
+}
+
+// CrashWhenChildRuns, when point is armed, crashes as soon as a child of
+// this process named comm runs: the caller starts it next, and it dies with
+// the agent, wherever it got to.
+func CrashWhenChildRuns(point, comm string) {
+	if !Armed(point) {
+		return
+	}
+	go func() {
+		deadline := time.Now().Add(30 * time.Second)
+		for time.Now().Before(deadline) {
+			for _, pid := range children(os.Getpid()) {
+				b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+				if err == nil && strings.HasPrefix(strings.TrimSpace(string(b)), comm) {
+					Crash(point)
+				}
+			}
+			time.Sleep(time.Millisecond)
+		}
+		fmt.Fprintf(os.Stderr, "FAULT: %s: no child %s ran within 30 s\n", point, comm)
+	}()
 }
 
 // children lists the processes whose parent is pid, from /proc.

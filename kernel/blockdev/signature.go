@@ -55,6 +55,28 @@ func HasSignature(ctx context.Context, path string) (found bool, what string, er
 	}
 }
 
+// FilesystemType is the TYPE `blkid -p` gives the device, "" when it finds
+// nothing. Unlike the magic bytes HasSignature reads, blkid's probe checks
+// the superblock as a whole (its checksum, where the filesystem has one), so
+// it tells a finished filesystem from the start of an interrupted mkfs.
+func FilesystemType(ctx context.Context, path string) (string, error) {
+	stdout, _, err := runTool(ctx, blkidTimeout, "blkid", "-p", "-o", "export", path)
+	var exitErr *command.ExitError
+	switch {
+	case err == nil:
+		for line := range strings.Lines(string(stdout)) {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "TYPE="); ok {
+				return v, nil
+			}
+		}
+		return "", fmt.Errorf("blkid probe of %s: a signature without a TYPE (%q)", path, stdout)
+	case errors.As(err, &exitErr) && exitErr.Code == 2:
+		return "", nil
+	default:
+		return "", fmt.Errorf("blkid probe of %s: %w", path, err)
+	}
+}
+
 func isZero(b []byte) bool {
 	for _, c := range b {
 		if c != 0 {

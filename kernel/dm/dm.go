@@ -36,6 +36,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/rds-csi/rds-csi/internal/fault"
 	"github.com/rds-csi/rds-csi/kernel/internal/deadline"
 )
 
@@ -43,6 +44,11 @@ import (
 type Device struct {
 	Name         string
 	Major, Minor uint32
+	// Live tells that a table is active. A device that has none was made
+	// by a DM_DEV_CREATE whose table was never loaded and resumed (its
+	// maker was killed in between): it maps nothing, and Activate
+	// completes it.
+	Live bool
 }
 
 // Path is the device node Create made for d.
@@ -66,6 +72,8 @@ var (
 	// ErrExist means Create found a device of that name already there (the
 	// kernel's EBUSY, which the error also wraps).
 	ErrExist = errors.New("device-mapper device already exists")
+	// ErrNoTable means the device has no active table (Device.Live).
+	ErrNoTable = errors.New("device-mapper device has no active table")
 )
 
 // Limits checked before a request is built. The kernel takes longer
@@ -122,17 +130,52 @@ func Create(ctx context.Context, name string, table []Target) (Device, error) {
 	}
 	d := Device{Name: name}
 	d.Major, d.Minor = decodeDev(h.dev)
-	err = load(ctx, name, table, payload)
-	if err == nil {
-		err = resume(ctx, name)
-	}
-	if err == nil {
-		err = ensureNode(d)
-	}
-	if err != nil {
+	fault.Crash(fault.DMCreated)
+	if err := activate(ctx, d, table, payload); err != nil {
 		return Device{}, undoCreate(ctx, d, err)
 	}
+	d.Live = true
 	return d, nil
+}
+
+// Activate completes a device that exists without an active table (a
+// Create interrupted between its steps, Device.Live false): it loads
+// table, resumes the device and makes its node. On a device that has an
+// active table it fails with ErrExist: that one needs Reload.
+func Activate(ctx context.Context, name string, table []Target) (Device, error) {
+	if err := validName(name); err != nil {
+		return Device{}, err
+	}
+	payload, err := tablePayload(table)
+	if err != nil {
+		return Device{}, fmt.Errorf("activate %s: %w", name, err)
+	}
+	d, exists, err := lookup(ctx, name)
+	switch {
+	case err != nil:
+		return Device{}, err
+	case !exists:
+		return Device{}, fmt.Errorf("activate %s: %w", name, ErrNotFound)
+	case d.Live:
+		return Device{}, fmt.Errorf("activate %s: it has an active table: %w", name, ErrExist)
+	}
+	if err := activate(ctx, d, table, payload); err != nil {
+		return Device{}, err
+	}
+	d.Live = true
+	return d, nil
+}
+
+// activate loads the table, resumes the device and makes its node.
+func activate(ctx context.Context, d Device, table []Target, payload []byte) error {
+	if err := load(ctx, d.Name, table, payload); err != nil {
+		return err
+	}
+	fault.Crash(fault.DMLoaded)
+	if err := resume(ctx, d.Name); err != nil {
+		return err
+	}
+	return ensureNode(d)
 }
 
 func undoCreate(ctx context.Context, d Device, cause error) error {
@@ -258,7 +301,7 @@ func lookup(ctx context.Context, name string) (Device, bool, error) {
 	if err != nil {
 		return Device{}, false, err
 	}
-	d := Device{Name: name}
+	d := Device{Name: name, Live: h.flags&flagActivePresent != 0}
 	d.Major, d.Minor = decodeDev(h.dev)
 	return d, true, nil
 }
@@ -293,6 +336,9 @@ func tableStatus(ctx context.Context, name string, flags uint32) ([]Target, erro
 		h, err := call(ctx, "table status of", cmdTableStatus, buf)
 		if err != nil {
 			return nil, notFound(err)
+		}
+		if h.flags&flagActivePresent == 0 {
+			return nil, fmt.Errorf("table status of %s: %w", name, ErrNoTable)
 		}
 		if h.flags&flagBufferFull != 0 {
 			continue

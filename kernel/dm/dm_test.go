@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -137,6 +138,10 @@ func (k *fakeKernel) ioctl(_ int, req uint32, buf []byte) error {
 	default:
 		return unix.ENOTTY
 	}
+	h.flags &^= flagActivePresent
+	if d.active != nil && cmd != cmdDevRemove {
+		h.flags |= flagActivePresent
+	}
 	h.dev = encodeDev(253, d.minor)
 	h.put(buf)
 	return nil
@@ -189,7 +194,7 @@ func TestCreateLoadsResumesAndMakesTheNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d != (Device{Name: "vol-a", Major: 253, Minor: 0}) {
+	if d != (Device{Name: "vol-a", Major: 253, Minor: 0, Live: true}) {
 		t.Errorf("device %+v", d)
 	}
 	fd := k.device("vol-a")
@@ -228,6 +233,57 @@ func TestACreateWhoseLoadFailsLeavesNoDevice(t *testing.T) {
 	}
 	if _, err := os.Lstat(filepath.Join(sys.nodeDir, "vol-a")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("node: %v", err)
+	}
+}
+
+// A Create killed between DM_DEV_CREATE and the resume leaves a device
+// without an active table: Lookup tells it (Live false), Table says so
+// instead of misreading the answer, and Activate completes it where Reload
+// is for live devices only.
+func TestADeviceLeftWithoutATableIsToldAndActivated(t *testing.T) {
+	for _, loaded := range []bool{false, true} {
+		t.Run(fmt.Sprintf("inactive table loaded %v", loaded), func(t *testing.T) {
+			k := newFakeKernel(t)
+			if _, err := call(t.Context(), "create", cmdDevCreate, newBuffer("vol-a", 0, 0, nil, 0)); err != nil {
+				t.Fatal(err)
+			}
+			if loaded {
+				payload, err := tablePayload(table1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := load(t.Context(), "vol-a", table1, payload); err != nil {
+					t.Fatal(err)
+				}
+			}
+			d, ok, err := Lookup("vol-a")
+			if err != nil || !ok || d.Live {
+				t.Fatalf("Lookup: %+v %v %v, want a device that is not live", d, ok, err)
+			}
+			if _, err := Table(t.Context(), "vol-a"); !errors.Is(err, ErrNoTable) {
+				t.Errorf("Table: %v, want ErrNoTable", err)
+			}
+			d, err = Activate(t.Context(), "vol-a", table1)
+			if err != nil || !d.Live {
+				t.Fatalf("Activate: %+v %v", d, err)
+			}
+			if fd := k.device("vol-a"); fd.suspended || len(fd.active) != 1 || fd.active[0] != table1[0] {
+				t.Errorf("kernel state %+v", fd)
+			}
+			if got, err := Table(t.Context(), "vol-a"); err != nil || len(got) != 1 {
+				t.Errorf("Table after Activate: %v %v", got, err)
+			}
+			var st unix.Stat_t
+			if err := unix.Stat(d.Path(), &st); err != nil || st.Rdev != unix.Mkdev(253, 0) {
+				t.Errorf("node %s: %v", d.Path(), err)
+			}
+			if _, err := Activate(t.Context(), "vol-a", table1); !errors.Is(err, ErrExist) {
+				t.Errorf("Activate of a live device: %v, want ErrExist", err)
+			}
+			if _, err := Activate(t.Context(), "vol-b", table1); !errors.Is(err, ErrNotFound) {
+				t.Errorf("Activate of a missing device: %v, want ErrNotFound", err)
+			}
+		})
 	}
 }
 

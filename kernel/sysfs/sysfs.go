@@ -309,7 +309,55 @@ type Namespace struct {
 	Size      int64  // bytes
 	WWID      string // always present
 	UUID      string // empty when the namespace reports none (the kernel hides the attribute)
+	NGUID     string // likewise
+	EUI64     string // `eui`; likewise
 	SubsysNQN string
+}
+
+// Identity is what a namespace says it is: the identifiers the target
+// reports for it (a UUID, an NGUID, an EUI-64, any of which may be absent)
+// and the WWID the kernel derives from the first of them it has. A disk
+// re-created under the same subsystem NQN and namespace ID, or another
+// file put behind it, reports other identifiers: the kernel itself refuses
+// such a namespace on a controller that knew the old one ("identifiers
+// changed").
+type Identity struct {
+	WWID  string `json:"wwid,omitempty"`
+	UUID  string `json:"uuid,omitempty"`
+	NGUID string `json:"nguid,omitempty"`
+	EUI64 string `json:"eui64,omitempty"`
+}
+
+// Identity returns the namespace's identity.
+func (n Namespace) Identity() Identity {
+	return Identity{WWID: n.WWID, UUID: n.UUID, NGUID: n.NGUID, EUI64: n.EUI64}
+}
+
+// IsZero tells an identity never read (a record of an older agent, or a
+// device that is not an NVMe namespace).
+func (id Identity) IsZero() bool { return id == Identity{} }
+
+// Same tells whether got is the namespace id was read from: every
+// identifier id has must be there, unchanged. An identifier the namespace
+// did not report before may appear (a target that learnt to report it), but
+// none may change or vanish. A zero id vouches for nothing and accepts any.
+func (id Identity) Same(got Identity) bool {
+	same := func(want, have string) bool { return want == "" || want == have }
+	return same(id.WWID, got.WWID) && same(id.UUID, got.UUID) && same(id.NGUID, got.NGUID) && same(id.EUI64, got.EUI64)
+}
+
+// String names the identity by its identifiers, for messages.
+func (id Identity) String() string {
+	if id.IsZero() {
+		return "(unknown identity)"
+	}
+	var parts []string
+	for _, f := range [][2]string{{"wwid", id.WWID}, {"uuid", id.UUID}, {"nguid", id.NGUID}, {"eui64", id.EUI64}} {
+		if f[1] != "" {
+			parts = append(parts, f[0]+"="+f[1])
+		}
+	}
+	return strings.Join(parts, " ")
 }
 
 // ResolveNamespace finds the visible block device of namespace nsid of the
@@ -391,6 +439,8 @@ func (t Tree) readNamespace(dir string, nsid int) (Namespace, bool, error) {
 	sectors := r.int64("size")
 	ns.WWID = r.required("wwid")
 	ns.UUID = r.optional("uuid")
+	ns.NGUID = r.optional("nguid")
+	ns.EUI64 = r.optional("eui")
 	if r.err == nil {
 		ns.Dev, r.err = ParseDevT(dev)
 	}

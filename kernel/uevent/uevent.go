@@ -261,8 +261,22 @@ func fromNetlink(raw netlink.UEvent) Event {
 // wrapping ctx.Err() at ctx's end. There is no polling: if the change the
 // caller waits for makes no uevent, this waits until ctx ends.
 func WaitFor(ctx context.Context, m *Monitor, filter func(Event) bool, check func() (done bool, err error)) error {
+	return WaitPolling(ctx, m, filter, 0, check)
+}
+
+// WaitPolling is WaitFor that also checks every interval when no event
+// comes, for conditions that can change without one, or that check itself
+// acts on (a check that asks the kernel to look again); 0 checks on events
+// only.
+func WaitPolling(ctx context.Context, m *Monitor, filter func(Event) bool, interval time.Duration, check func() (done bool, err error)) error {
 	sub := m.Subscribe(filter)
 	defer sub.Cancel()
+	var tick <-chan time.Time
+	if interval > 0 {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		done, err := check()
 		if err != nil {
@@ -275,6 +289,7 @@ func WaitFor(ctx context.Context, m *Monitor, filter func(Event) bool, check fun
 		case <-ctx.Done():
 			return fmt.Errorf("wait for a device event: %w", ctx.Err())
 		case <-sub.Lost():
+		case <-tick:
 		case _, ok := <-sub.Events():
 			if !ok {
 				return ErrStopped

@@ -69,6 +69,7 @@ type Namespace struct {
 	Sectors   int64  // size in 512-byte sectors; default 2097152 (1 GiB)
 	WWID      string // default "uuid.<UUID>" or "eui.<nsid>"
 	UUID      string // omitted when empty, as the kernel does
+	NGUID     string // likewise
 }
 
 // AddController creates the controller, its subsystem (reusing one with the
@@ -168,6 +169,9 @@ func AddNamespace(t testing.TB, root string, ns Namespace) string {
 	}
 	if ns.UUID != "" {
 		attrs["uuid"] = ns.UUID
+	}
+	if ns.NGUID != "" {
+		attrs["nguid"] = ns.NGUID
 	}
 	visible := func(dir, name, generic string) string {
 		a := map[string]string{"dev": ns.Dev, "hidden": "0"}
