@@ -111,6 +111,9 @@ func (m *Multipath) Attach(ctx context.Context, t Target) (Device, error) {
 		return Device{}, errors.New("multipath front: a volume ID is required")
 	}
 	ns, err := m.Paths.Attach(ctx, t)
+	if err == nil {
+		err = checkIdentity(t, ns) // before the front can lead anywhere
+	}
 	if err != nil {
 		return Device{}, err
 	}

@@ -86,6 +86,16 @@ func (n *Node) recordTarget(rec record) Target {
 	return Target{VolumeID: rec.VolumeID, Context: c, HostNQN: volume.HostNQN(n.opts.NodeID), HostID: volume.HostID(n.opts.NodeID), NSID: rec.NSID, Identity: rec.Identity, MinSize: rec.Size}
 }
 
+// attach attaches the volume's disk and no other: an Attacher that does not
+// check the identity itself (one without fronts or NVMe) is checked here.
+func (n *Node) attach(ctx context.Context, t Target) (Device, error) {
+	dev, err := n.attacher.Attach(ctx, t)
+	if err != nil {
+		return Device{}, err
+	}
+	return dev, checkIdentity(t, dev)
+}
+
 // NodeStageVolume attaches the volume and, for a filesystem volume, formats
 // it if (and only if) it is provably blank and was created blank, then mounts
 // it at the staging path.
@@ -148,7 +158,7 @@ func (n *Node) stage(ctx context.Context, id, staging string, vc *csi.VolumeCapa
 	}
 	start := time.Now()
 	actx, cancel := context.WithTimeout(ctx, n.opts.AttachTimeout)
-	dev, err := n.attacher.Attach(actx, t)
+	dev, err := n.attach(actx, t)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("attaching volume %s (%s at %s:%d): %w", id, c.NQN, c.Address, c.Port, err)

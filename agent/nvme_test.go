@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,6 +31,9 @@ type fakeKernel struct {
 	root    string
 	mu      sync.Mutex
 	written []string
+	// already makes every connect answer EALREADY, as the kernel does
+	// while an equivalent controller exists.
+	already bool
 }
 
 type fakeHandle struct {
@@ -42,6 +46,9 @@ func (h *fakeHandle) Write(p []byte) (int, error) {
 	defer h.k.mu.Unlock()
 	opts := string(p)
 	h.k.written = append(h.k.written, opts)
+	if h.k.already {
+		return 0, syscall.EALREADY
+	}
 	nqn := ""
 	for _, kv := range strings.Split(opts, ",") {
 		if v, ok := strings.CutPrefix(kv, "nqn="); ok {
@@ -146,5 +153,90 @@ func TestNVMeDetachDeletesEveryControllerOfTheSubsystemOnly(t *testing.T) {
 	}
 	if got := sysfstest.ReadAttr(t, root, "class/nvme/nvme4", "delete_controller"); strings.TrimSpace(got) == "1" {
 		t.Fatal("a controller of another subsystem was deleted")
+	}
+}
+
+// ident is the identity sysfstest gives a namespace with UUID uuid.
+func ident(uuid string) sysfs.Identity {
+	return sysfs.Identity{WWID: "uuid." + uuid, UUID: uuid}
+}
+
+const (
+	uuidStaged = "11111111-1111-4111-8111-111111111111"
+	uuidOther  = "22222222-2222-4222-8222-222222222222"
+)
+
+// A live controller that dropped the volume's namespace (its identifiers
+// changed across a reconnect, and the kernel scans no more by itself) is
+// asked to rescan; the namespace it then shows is taken if it is the staged
+// disk and refused, naming both identities, if it is another. Without the
+// rescan the attach would wait until its deadline.
+func TestNVMeAttachRescansALiveControllerThatLacksTheNamespace(t *testing.T) {
+	for _, tc := range []struct {
+		name, uuid string
+		want       error
+	}{
+		{"the same disk comes back", uuidStaged, nil},
+		{"another disk answers", uuidOther, agent.ErrIdentityChanged},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n, k, root := newNVMe(t)
+			k.already = true
+			sysfstest.AddController(t, root, sysfstest.Controller{Name: "nvme3", SubsysNQN: prefix + "pvc-n", HostNQN: volume.HostNQN("node-1"), HostID: volume.HostID("node-1"), TrAddr: "10.0.0.5"})
+			rescan := filepath.Join(root, "class/nvme/nvme3/rescan_controller")
+			if err := os.WriteFile(rescan, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			// The kernel's answer to a rescan: the namespace shows.
+			go func() {
+				for range 400 {
+					if b, _ := os.ReadFile(rescan); strings.TrimSpace(string(b)) == "1" {
+						sysfstest.AddNamespace(t, root, sysfstest.Namespace{Controller: "nvme3", Head: 1, NSID: 1, Dev: "259:3", Sectors: 2048, UUID: tc.uuid})
+						return
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+			}()
+			tgt := nvmeTarget()
+			tgt.Identity = ident(uuidStaged)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			dev, err := n.Attach(ctx, tgt)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Attach: %v, want %v", err, tc.want)
+			}
+			if tc.want == nil {
+				if dev.Identity != ident(uuidStaged) {
+					t.Fatalf("device %+v", dev)
+				}
+				return
+			}
+			for _, id := range []string{uuidStaged, uuidOther} {
+				if !strings.Contains(err.Error(), id) {
+					t.Errorf("error %q does not name identity %s", err, id)
+				}
+			}
+		})
+	}
+}
+
+// A namespace present at attach is checked too: a restage or a heal onto a
+// disk that is not the staged one is refused, and so is a smaller one.
+func TestNVMeAttachRefusesAPresentNamespaceThatIsAnotherDisk(t *testing.T) {
+	n, _, root := newNVMe(t)
+	sysfstest.AddController(t, root, sysfstest.Controller{Name: "nvme3", SubsysNQN: prefix + "pvc-n"})
+	sysfstest.AddNamespace(t, root, sysfstest.Namespace{Controller: "nvme3", Head: 1, NSID: 1, Dev: "259:3", Sectors: 2048, UUID: uuidOther})
+	tgt := nvmeTarget()
+	tgt.Identity = ident(uuidStaged)
+	if _, err := n.Attach(context.Background(), tgt); !errors.Is(err, agent.ErrIdentityChanged) {
+		t.Fatalf("another disk: %v", err)
+	}
+	tgt.Identity, tgt.MinSize = ident(uuidOther), 2048*512+1
+	if _, err := n.Attach(context.Background(), tgt); !errors.Is(err, agent.ErrIdentityChanged) || !strings.Contains(err.Error(), "smaller") {
+		t.Fatalf("a smaller namespace: %v", err)
+	}
+	tgt.MinSize = 2048 * 512
+	if dev, err := n.Attach(context.Background(), tgt); err != nil || dev.Size != 2048*512 {
+		t.Fatalf("the staged disk: %+v %v", dev, err)
 	}
 }

@@ -56,7 +56,7 @@ func (n *Node) Repair(ctx context.Context, v heal.Volume, _ heal.Health) error {
 	var dev Device
 	for delay := repairBackoffInitial; ; delay = min(2*delay, repairBackoffMax) {
 		actx, cancel := context.WithTimeout(ctx, n.opts.AttachTimeout)
-		dev, err = n.attacher.Attach(actx, t)
+		dev, err = n.attach(actx, t)
 		cancel()
 		if err == nil {
 			break

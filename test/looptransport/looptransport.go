@@ -46,12 +46,34 @@ func (a *Attacher) backingFile(t agent.Target) (string, error) {
 	return "", fmt.Errorf("no exported disk with NQN %s on the simulated RDS", t.NQN)
 }
 
+// device describes the loop device at path. Its identity is the backing
+// file's (device and inode, as the loop driver holds them): a file replaced
+// under the same name is another disk, as a re-created RDS disk reports
+// other namespace identifiers.
 func device(path string) (agent.Device, error) {
 	major, minor, err := blockdev.DevT(path)
 	if err != nil {
 		return agent.Device{}, err
 	}
-	return agent.Device{Path: path, Dev: sysfs.DevT{Major: major, Minor: minor}}, nil
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return agent.Device{}, err
+	}
+	info, err := unix.IoctlLoopGetStatus64(fd)
+	_ = unix.Close(fd)
+	if err != nil {
+		return agent.Device{}, fmt.Errorf("LOOP_GET_STATUS64 on %s: %w", path, err)
+	}
+	size, err := blockdev.Size(context.Background(), path)
+	if err != nil {
+		return agent.Device{}, err
+	}
+	return agent.Device{
+		Path:     path,
+		Dev:      sysfs.DevT{Major: major, Minor: minor},
+		Identity: sysfs.Identity{WWID: fmt.Sprintf("loop.%x.%d", info.Device, info.Inode)},
+		Size:     size,
+	}, nil
 }
 
 // Attach binds the volume's backing file to a loop device, or returns the
