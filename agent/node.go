@@ -34,9 +34,8 @@ var (
 )
 
 const (
-	defaultFSType = "ext4"
-	mkfsTimeout   = 5 * time.Minute
-	growTimeout   = 5 * time.Minute
+	mkfsTimeout = 5 * time.Minute
+	growTimeout = 5 * time.Minute
 	// statsTimeout bounds NodeGetVolumeStats: statfs on a filesystem whose
 	// device hangs would block forever, and the kubelet calls it often.
 	statsTimeout = 5 * time.Second
@@ -780,7 +779,7 @@ func fsTypeOf(vc *csi.VolumeCapability) string {
 	if t := vc.GetMount().GetFsType(); t != "" {
 		return t
 	}
-	return defaultFSType
+	return volume.DefaultFSType
 }
 
 func mountOptions(vc *csi.VolumeCapability) []string {

@@ -86,7 +86,9 @@ func (d *Driver) ensureCopy(ctx context.Context, req *csi.CreateVolumeRequest, p
 	if r := capRange.GetRequiredBytes(); r > 0 && r < src.size {
 		return routeros.Disk{}, fmt.Errorf("%w: %d bytes requested, but the source %s has %d: a copy is never smaller than its source", errOutOfRange, r, src.id, src.size)
 	}
-	size, err := sizeFor(&csi.CapacityRange{RequiredBytes: max(capRange.GetRequiredBytes(), src.size), LimitBytes: capRange.GetLimitBytes()})
+	// No filesystem floor: the copy is never formatted, it holds the
+	// source's filesystem.
+	size, err := sizeFor(&csi.CapacityRange{RequiredBytes: max(capRange.GetRequiredBytes(), src.size), LimitBytes: capRange.GetLimitBytes()}, fsFloor{})
 	if err != nil {
 		return routeros.Disk{}, fmt.Errorf("%w: %w", errOutOfRange, err)
 	}

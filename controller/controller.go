@@ -59,7 +59,8 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	if req.GetVolumeContentSource() != nil {
 		return d.createFromSource(ctx, req)
 	}
-	size, err := sizeFor(req.GetCapacityRange())
+	floor := filesystemFloor(req.GetVolumeCapabilities())
+	size, err := sizeFor(req.GetCapacityRange(), floor)
 	if err != nil {
 		return nil, status.Error(codes.OutOfRange, err.Error())
 	}
@@ -83,12 +84,15 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 		NQN:      volume.NQN(d.opts.NQNPrefix, slot),
 		Port:     params.port,
 	}
-	disk, err := d.ensureDisk(ctx, spec, req.GetCapacityRange())
+	// An existing disk is judged against the raised range: one below the
+	// filesystem's minimum (made before the minimum was enforced) could
+	// never be staged, so it is not the volume asked for.
+	disk, err := d.ensureDisk(ctx, spec, floor.raise(req.GetCapacityRange()))
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	vctx := params.volumeContext(spec.NQN, true)
-	klog.InfoS("Volume created", "name", req.GetName(), "volumeID", slot, "bytes", disk.Size)
+	klog.InfoS("Volume created", "name", req.GetName(), "volumeID", slot, "bytes", disk.Size, "requiredBytes", req.GetCapacityRange().GetRequiredBytes())
 	return &csi.CreateVolumeResponse{Volume: &csi.Volume{
 		VolumeId:      slot,
 		CapacityBytes: disk.Size,
@@ -269,7 +273,8 @@ func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.Controller
 	if !volume.ValidID(id) {
 		return nil, status.Errorf(codes.NotFound, "volume %q does not exist", id)
 	}
-	size, err := sizeFor(req.GetCapacityRange())
+	// An existing volume already has its filesystem: no floor applies.
+	size, err := sizeFor(req.GetCapacityRange(), fsFloor{})
 	if err != nil {
 		return nil, status.Error(codes.OutOfRange, err.Error())
 	}
@@ -392,9 +397,75 @@ func (d *Driver) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (
 	return &csi.GetCapacityResponse{AvailableCapacity: max(pool.Free-d.opts.CapacityReserve, 0)}, nil
 }
 
+// minFilesystemBytes is, per filesystem, the smallest device its mkfs
+// formats with the options the agent runs it with (agent ensureFilesystem).
+// A blank volume below it could be created but never staged: every
+// NodeStageVolume would fail in mkfs, leaving the pod in ContainerCreating.
+//
+// xfs, exact: measured with mkfs.xfs -q -K from Debian's xfsprogs 6.1.0 on
+// sparse regular files (truncate -s SIZE f.img; mkfs.xfs -q -K f.img),
+// bisected to the byte. 314572800 bytes (300 MiB) is the smallest size that
+// formats; 314572799 bytes and every smaller size tried (16, 64, 256, 299
+// MiB) fail with "Filesystem must be larger than 300MB." (the check counts
+// data blocks below 300 MiB, so the threshold is a whole MiB, and a 4096-byte
+// sector size gives the same). Every size from 300 MiB to 340 MiB in 64 KiB
+// steps formats, and the 300 MiB filesystem mounts. (The image installs
+// Debian trixie's newer xfsprogs, not measured here; the 300 MiB check has
+// been in mkfs.xfs since xfsprogs 5.19.)
+//
+// ext4, with margin: measured the same way with mkfs.ext4 -F -q -E
+// nodiscard,lazy_itable_init=1,lazy_journal_init=1 from Debian's e2fsprogs
+// 1.47.0. The smallest size that formats depends on mke2fs.conf: 104 KiB with
+// Debian's (1 KiB blocks for small filesystems), 224 KiB with 4 KiB blocks,
+// 232 KiB with 4 KiB blocks and the "small" type's inode ratio; every size
+// from 224 KiB to 4 MiB in 4 KiB steps formats with 1 and 4 KiB blocks.
+// 1 MiB covers those with room for another release's defaults.
+var minFilesystemBytes = map[string]int64{
+	"xfs":  300 << 20,
+	"ext4": 1 << 20,
+}
+
+// fsFloor is the smallest size a new volume may have because of the
+// filesystem the node will make on it; the zero value is no floor.
+type fsFloor struct {
+	fsType string
+	bytes  int64
+}
+
+// filesystemFloor is the largest filesystem minimum among the mount
+// capabilities (an empty fsType is the node's default); block capabilities
+// have none.
+func filesystemFloor(caps []*csi.VolumeCapability) fsFloor {
+	var f fsFloor
+	for _, c := range caps {
+		m := c.GetMount()
+		if m == nil {
+			continue
+		}
+		fsType := m.GetFsType()
+		if fsType == "" {
+			fsType = volume.DefaultFSType
+		}
+		if b := minFilesystemBytes[fsType]; b > f.bytes {
+			f = fsFloor{fsType: fsType, bytes: b}
+		}
+	}
+	return f
+}
+
+// raise returns r with its required bytes raised to the floor: the range a
+// disk made for r must be in.
+func (f fsFloor) raise(r *csi.CapacityRange) *csi.CapacityRange {
+	if r.GetRequiredBytes() >= f.bytes {
+		return r
+	}
+	return &csi.CapacityRange{RequiredBytes: f.bytes, LimitBytes: r.GetLimitBytes()}
+}
+
 // sizeFor picks the disk size for a capacity range: the required bytes (or a
-// default) rounded up to the allocation unit, within the limit.
-func sizeFor(r *csi.CapacityRange) (int64, error) {
+// default), raised to the floor, rounded up to the allocation unit, within
+// the limit.
+func sizeFor(r *csi.CapacityRange, floor fsFloor) (int64, error) {
 	required, limit := r.GetRequiredBytes(), r.GetLimitBytes()
 	if required < 0 || limit < 0 {
 		return 0, errors.New("capacity must not be negative")
@@ -408,6 +479,13 @@ func sizeFor(r *csi.CapacityRange) (int64, error) {
 		if limit > 0 {
 			size = min(size, limit)
 		}
+	}
+	if size < floor.bytes {
+		if limit > 0 && limit < floor.bytes {
+			return 0, fmt.Errorf("an %s filesystem needs at least %d bytes (%d MiB), above the limit of %d bytes: mkfs.%s refuses a smaller device",
+				floor.fsType, floor.bytes, floor.bytes>>20, limit, floor.fsType)
+		}
+		size = floor.bytes
 	}
 	if size > routeros.MaxSize {
 		return 0, fmt.Errorf("%d bytes exceed the largest disk of %d bytes", size, routeros.MaxSize)

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -116,17 +117,144 @@ func TestCreateVolumeWithoutExtraMetadataCarriesNoPVC(t *testing.T) {
 
 func TestCreateVolumeRoundsUpNeverDown(t *testing.T) {
 	d, _ := newDriver(t, rdssim.Config{})
-	resp, err := d.CreateVolume(context.Background(), createReq("pvc-odd", 4097, nil))
+	// Block volumes: a filesystem would raise sizes this small to its
+	// minimum (TestCreateVolumeRaisesSmallFilesystemsToTheirMinimum).
+	block := []*csi.VolumeCapability{blockCap(csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER)}
+	req := createReq("pvc-odd", 4097, nil)
+	req.VolumeCapabilities = block
+	resp, err := d.CreateVolume(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := resp.GetVolume().GetCapacityBytes(); got != 8192 {
 		t.Fatalf("4097 bytes became %d, want 8192", got)
 	}
-	req := createReq("pvc-nofit", 4097, nil)
+	req = createReq("pvc-nofit", 4097, nil)
+	req.VolumeCapabilities = block
 	req.CapacityRange.LimitBytes = 4100
 	_, err = d.CreateVolume(context.Background(), req)
 	wantCode(t, err, codes.OutOfRange, "4096")
+}
+
+const (
+	mib      = int64(1) << 20
+	xfsMin   = 300 * mib // the smallest device mkfs.xfs formats
+	ext4Min  = mib
+	xfsLimit = "314572800 bytes (300 MiB)"
+)
+
+// fsCap is a single-node mount capability of fsType ("" leaves it to the
+// node's default).
+func fsCap(fsType string) *csi.VolumeCapability {
+	c := mountCap(csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER)
+	c.GetMount().FsType = fsType
+	return c
+}
+
+func TestCreateVolumeRaisesSmallFilesystemsToTheirMinimum(t *testing.T) {
+	block := blockCap(csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER)
+	tests := []struct {
+		name            string
+		caps            []*csi.VolumeCapability
+		required, limit int64
+		want            int64  // the disk's size, when created
+		refused         string // else the OutOfRange error mentions this
+	}{
+		{name: "xfs far below", caps: []*csi.VolumeCapability{fsCap("xfs")}, required: 100 * mib, want: xfsMin},
+		{name: "xfs one byte", caps: []*csi.VolumeCapability{fsCap("xfs")}, required: 1, want: xfsMin},
+		{name: "xfs one byte below", caps: []*csi.VolumeCapability{fsCap("xfs")}, required: xfsMin - 1, want: xfsMin},
+		{name: "xfs at", caps: []*csi.VolumeCapability{fsCap("xfs")}, required: xfsMin, want: xfsMin},
+		{name: "xfs just above", caps: []*csi.VolumeCapability{fsCap("xfs")}, required: xfsMin + 1, want: xfsMin + 4096},
+		{name: "xfs above", caps: []*csi.VolumeCapability{fsCap("xfs")}, required: gib, want: gib},
+		{name: "xfs default size", caps: []*csi.VolumeCapability{fsCap("xfs")}, want: gib},
+		{name: "xfs below, limit above", caps: []*csi.VolumeCapability{fsCap("xfs")}, required: 100 * mib, limit: gib, want: xfsMin},
+		{name: "xfs below, limit at", caps: []*csi.VolumeCapability{fsCap("xfs")}, required: 100 * mib, limit: xfsMin, want: xfsMin},
+		{name: "xfs default size, limit at", caps: []*csi.VolumeCapability{fsCap("xfs")}, limit: xfsMin, want: xfsMin},
+		{name: "xfs below, limit below", caps: []*csi.VolumeCapability{fsCap("xfs")}, required: 100 * mib, limit: 200 * mib, refused: xfsLimit},
+		{name: "xfs limit one byte below", caps: []*csi.VolumeCapability{fsCap("xfs")}, required: 100 * mib, limit: xfsMin - 1, refused: "an xfs filesystem"},
+		{name: "xfs default size, limit below", caps: []*csi.VolumeCapability{fsCap("xfs")}, limit: 200 * mib, refused: xfsLimit},
+		// One xfs capability among others decides: the node may format xfs.
+		{name: "block and xfs", caps: []*csi.VolumeCapability{block, fsCap("xfs")}, required: 100 * mib, want: xfsMin},
+		{name: "ext4 and xfs", caps: []*csi.VolumeCapability{fsCap("ext4"), fsCap("xfs")}, required: 100 * mib, want: xfsMin},
+		// Untouched: block at any size, ext4 (named or the node's default)
+		// at a size xfs would raise.
+		{name: "block small", caps: []*csi.VolumeCapability{block}, required: 100 * mib, want: 100 * mib},
+		{name: "block tiny", caps: []*csi.VolumeCapability{block}, required: 4097, limit: 8192, want: 8192},
+		{name: "ext4 small", caps: []*csi.VolumeCapability{fsCap("ext4")}, required: 100 * mib, limit: 200 * mib, want: 100 * mib},
+		{name: "default fs small", caps: []*csi.VolumeCapability{fsCap("")}, required: 100 * mib, want: 100 * mib},
+		{name: "ext4 at", caps: []*csi.VolumeCapability{fsCap("ext4")}, required: ext4Min, want: ext4Min},
+		// ext4 has a minimum too, far below any real claim: mkfs.ext4
+		// fails on devices of some hundred KiB.
+		{name: "ext4 tiny", caps: []*csi.VolumeCapability{fsCap("ext4")}, required: 64 << 10, want: ext4Min},
+		{name: "default fs tiny", caps: []*csi.VolumeCapability{fsCap("")}, required: 64 << 10, want: ext4Min},
+		{name: "ext4 tiny, limit below", caps: []*csi.VolumeCapability{fsCap("ext4")}, required: 64 << 10, limit: 512 << 10, refused: "1048576 bytes (1 MiB)"},
+	}
+	d, rds := newDriver(t, rdssim.Config{})
+	ctx := context.Background()
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			name := fmt.Sprintf("pvc-floor-%d", i)
+			req := createReq(name, tt.required, nil)
+			req.CapacityRange.LimitBytes = tt.limit
+			req.VolumeCapabilities = tt.caps
+			before := len(rds.Sim.Commands())
+			resp, err := d.CreateVolume(ctx, req)
+			if tt.refused != "" {
+				wantCode(t, err, codes.OutOfRange, tt.refused)
+				if sent := rds.Sim.Commands()[before:]; len(sent) != 0 {
+					t.Fatalf("a refused size reached RouterOS: %q", sent)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			disk, err := rds.Disks.Get(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := resp.GetVolume().GetCapacityBytes(); got != tt.want || disk.Size != tt.want {
+				t.Fatalf("required %d, limit %d: capacity %d, disk %d bytes, want %d", tt.required, tt.limit, got, disk.Size, tt.want)
+			}
+		})
+	}
+}
+
+func TestCreateVolumeRaisedToTheMinimumIsIdempotent(t *testing.T) {
+	d, rds := newDriver(t, rdssim.Config{})
+	ctx := context.Background()
+	small := func(name string, limit int64) *csi.CreateVolumeRequest {
+		req := createReq(name, 100*mib, nil)
+		req.CapacityRange.LimitBytes = limit
+		req.VolumeCapabilities = []*csi.VolumeCapability{fsCap("xfs")}
+		return req
+	}
+	for _, limit := range []int64{0, gib} {
+		name := fmt.Sprintf("pvc-raised-%d", limit)
+		first, err := d.CreateVolume(ctx, small(name, limit))
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := len(rds.Sim.Commands())
+		again, err := d.CreateVolume(ctx, small(name, limit))
+		if err != nil {
+			t.Fatalf("limit %d: retry: %v", limit, err)
+		}
+		if again.GetVolume().GetVolumeId() != first.GetVolume().GetVolumeId() || again.GetVolume().GetCapacityBytes() != xfsMin || first.GetVolume().GetCapacityBytes() != xfsMin {
+			t.Fatalf("limit %d: created %+v, retry returned %+v", limit, first.GetVolume(), again.GetVolume())
+		}
+		// The retry found the disk: one look, no add, no resize.
+		if sent := rds.Sim.Commands()[before:]; len(sent) != 1 {
+			t.Fatalf("limit %d: the retry sent %q, want one look", limit, sent)
+		}
+	}
+	// A disk below the minimum (made before it was enforced) can never be
+	// staged as xfs: it is not the volume asked for.
+	if err := rds.Disks.Create(ctx, routeros.DiskSpec{Slot: "pvc-old-small", FilePath: "/storage-pool/csi/pvc-old-small.img", Size: 100 * mib, NQN: "nqn.2000-02.com.mikrotik:pvc-old-small", Port: 4420}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := d.CreateVolume(ctx, small("pvc-old-small", 0))
+	wantCode(t, err, codes.AlreadyExists, "size 104857600 is outside the requested range")
 }
 
 func TestCreateVolumeIsIdempotentByWholeIdentity(t *testing.T) {

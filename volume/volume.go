@@ -61,6 +61,10 @@ func SlotFor(name string) string {
 	return head + "-" + hex.EncodeToString(sum[:])[:hashLen]
 }
 
+// DefaultFSType is the filesystem the node makes on a mount volume whose
+// capability names none; the controller sizes such a volume for it.
+const DefaultFSType = "ext4"
+
 // NQN is the subsystem NQN of the disk in slot.
 func NQN(prefix, slot string) string { return prefix + slot }
 
