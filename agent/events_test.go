@@ -50,6 +50,11 @@ func TestHealthTransitionsBecomeEventsOnThePVC(t *testing.T) {
 			corev1.EventTypeWarning, agent.ReasonVolumeHealFailed, []string{"pvc-1", "node-1", "no route to host", "restart the pods"}},
 		{"a filesystem left on the old device", transition(heal.StateHealing, heal.StateFailed, "repair failed: reconnected, but consumers still hold the volume's old device", at, true),
 			corev1.EventTypeWarning, agent.ReasonVolumeConsumersStuck, []string{"pvc-1", "node-1", "old device", "staged again", "restart the pods"}},
+		{"another disk under the volume's NQN", func() heal.Transition {
+			tr := transition(heal.StateHealing, heal.StateFailed, "repair failed: staged as wwid=uuid.a, now wwid=uuid.b", at, false)
+			tr.OtherDisk = true
+			return tr
+		}(), corev1.EventTypeWarning, agent.ReasonVolumeIdentityChanged, []string{"pvc-1", "node-1", "uuid.a", "uuid.b", "another disk", "fails"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

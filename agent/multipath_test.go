@@ -29,8 +29,9 @@ type fakeMapper struct {
 	devices map[string]*fakeFront
 	next    uint32
 	calls   []string
-	// onCreate lets the fixture's sysfs show the new front as a holder.
-	onCreate func(*fakeFront)
+	// onCreate lets the fixture's sysfs show the new front as a holder,
+	// and onRemove take that back, as the kernel does.
+	onCreate, onRemove func(*fakeFront)
 }
 
 type fakeFront struct {
@@ -181,6 +182,9 @@ func (m *fakeMapper) Remove(_ context.Context, name string) error {
 		return fmt.Errorf("remove %s: %w", name, unix.EBUSY)
 	}
 	delete(m.devices, name)
+	if m.onRemove != nil {
+		m.onRemove(d)
+	}
 	return nil
 }
 
@@ -233,6 +237,17 @@ func (p *fakePaths) appear(t *testing.T, nqn, name string, dev sysfs.DevT, reque
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.ns[nqn] = agent.Device{Path: node, Dev: dev}
+}
+
+// appearAs is appear (request-based) with the namespace's identity.
+func (p *fakePaths) appearAs(t *testing.T, nqn, name string, dev sysfs.DevT, id sysfs.Identity) {
+	t.Helper()
+	p.appear(t, nqn, name, dev, true)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	d := p.ns[nqn]
+	d.Identity = id
+	p.ns[nqn] = d
 }
 
 func (p *fakePaths) vanish(nqn string) {
@@ -293,6 +308,11 @@ func newMultipathFixture(t *testing.T) *multipathFixture {
 			if _, err := os.Stat(dir); err == nil {
 				_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("dm-%d", d.dev.Minor)), nil, 0o600)
 			}
+		}
+	}
+	f.mapper.onRemove = func(d *fakeFront) {
+		for _, disk := range []string{"nvme1n1", "nvme0n1"} {
+			_ = os.Remove(filepath.Join(f.paths.sys, "class", "block", disk, "holders", fmt.Sprintf("dm-%d", d.dev.Minor)))
 		}
 	}
 	id := "pvc-front"

@@ -62,7 +62,7 @@ func (n *Node) Repair(ctx context.Context, v heal.Volume, _ heal.Health) error {
 			break
 		}
 		if errors.Is(err, ErrIdentityChanged) {
-			return n.refuseOtherDisk(ctx, t, err)
+			return n.refuseOtherDisk(ctx, rec, err)
 		}
 		klog.InfoS("Reconnect attempt failed; retrying", "volumeID", v.VolumeID, "nqn", rec.NQN, "err", err, "in", delay)
 		select {
@@ -100,18 +100,49 @@ func (n *Node) Repair(ctx context.Context, v heal.Volume, _ heal.Health) error {
 }
 
 // refuseOtherDisk is the repair's answer to a namespace that is another
-// disk: the volume is not put on it, and its front stops queueing, so that
-// the consumers' I/O fails rather than waits for a disk that is gone (their
-// writes could only ever reach the other disk, which they must not). The
-// error keeps the volume failed until it is staged again.
-func (n *Node) refuseOtherDisk(ctx context.Context, t Target, cause error) error {
-	klog.ErrorS(cause, "Refusing to heal the volume onto another disk", "volumeID", t.VolumeID, "nqn", t.NQN)
-	if qs, ok := n.attacher.(frontQueueing); ok {
-		if err := qs.StopQueueing(ctx, t); err != nil {
-			return fmt.Errorf("%w (and making its front fail I/O failed: %w)", cause, err)
+// disk: the volume is not put on it, and the consumers' way to the disk is
+// cut rather than left to reach the other one. A front stops queueing, so
+// that their I/O fails instead of waiting for a disk that is gone (it holds
+// the old namespace, whose device number therefore cannot be reused).
+// Without a front, a block publish is a device node of the old number, which
+// the kernel may give to the new namespace: those publishes are unmounted.
+// The error keeps the volume failed until it is staged again.
+func (n *Node) refuseOtherDisk(ctx context.Context, rec record, cause error) error {
+	klog.ErrorS(cause, "Refusing to heal the volume onto another disk", "volumeID", rec.VolumeID, "nqn", rec.NQN)
+	var errs []error
+	if qs, ok := n.attacher.(frontQueueing); ok && rec.Namespace != "" {
+		if err := qs.StopQueueing(ctx, n.recordTarget(rec)); err != nil {
+			errs = append(errs, fmt.Errorf("making its front fail I/O: %w", err))
+		}
+	} else if rec.Block {
+		if err := n.withdrawBlockTargets(ctx, rec); err != nil {
+			errs = append(errs, fmt.Errorf("unmounting its block publishes: %w", err))
 		}
 	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w (and %w)", cause, errors.Join(errs...))
+	}
 	return cause
+}
+
+// withdrawBlockTargets unmounts the volume's block publishes.
+func (n *Node) withdrawBlockTargets(ctx context.Context, rec record) error {
+	mounts, err := n.mounter.List()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, target := range rec.Targets {
+		if _, ok := mountedAt(mounts, target); !ok {
+			continue
+		}
+		if err := n.mounter.Unmount(ctx, target); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		klog.InfoS("Unmounted a block publish whose device may now be another disk", "volumeID", rec.VolumeID, "target", target)
+	}
+	return errors.Join(errs...)
 }
 
 // repointBlockTargets replaces each block publish, a bind mount of the old

@@ -421,13 +421,13 @@ func TestResolveNamespaceReadsIdentityAndSizeInBytes(t *testing.T) {
 	root := t.TempDir()
 	sysfstest.AddController(t, root, sysfstest.Controller{Name: "nvme0", SubsysNQN: nqnA})
 	sysfstest.AddNamespace(t, root, sysfstest.Namespace{Controller: "nvme0", Multipath: true, Head: 1, NSID: 1, Dev: "259:0",
-		Sectors: 20971520, UUID: "6b8e1a5e-9c2f-4c57-9d5e-1f6f0d6b9a10"})
+		Sectors: 20971520, UUID: "6b8e1a5e-9c2f-4c57-9d5e-1f6f0d6b9a10", NGUID: "a0b1c2d3-e4f5-0617-2839-4a5b6c7d8e9f"})
 	ns, err := sysfs.Tree{Root: root}.ResolveNamespace(nqnA, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := sysfs.Namespace{Name: "nvme0n1", NSID: 1, Dev: sysfs.DevT{Major: 259}, Size: 10 << 30,
-		WWID: "uuid.6b8e1a5e-9c2f-4c57-9d5e-1f6f0d6b9a10", UUID: "6b8e1a5e-9c2f-4c57-9d5e-1f6f0d6b9a10", SubsysNQN: nqnA}
+		WWID: "uuid.6b8e1a5e-9c2f-4c57-9d5e-1f6f0d6b9a10", UUID: "6b8e1a5e-9c2f-4c57-9d5e-1f6f0d6b9a10", NGUID: "a0b1c2d3-e4f5-0617-2839-4a5b6c7d8e9f", SubsysNQN: nqnA}
 	if ns != want {
 		t.Fatalf("ResolveNamespace =\n %+v\nwant\n %+v", ns, want)
 	}
@@ -702,5 +702,29 @@ func TestANamespaceAnsweringENODEVIsNotFound(t *testing.T) {
 	faults.Fail(t, root, "block/"+name, syscall.ENODEV)
 	if ns, err := tree.ResolveNamespace(nqnA, 1); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("ResolveNamespace = %+v, %v; want an error wrapping fs.ErrNotExist", ns, err)
+	}
+}
+
+// Identity.Same is the rule that keeps a volume on its own disk: every
+// identifier known at stage must be there unchanged; one that appears is
+// accepted; a zero identity (an older record) accepts anything.
+func TestIdentitySameIsTheStagedDiskOnly(t *testing.T) {
+	staged := sysfs.Identity{WWID: "uuid.a", UUID: "a", NGUID: "n"}
+	for _, tc := range []struct {
+		name string
+		id   sysfs.Identity
+		got  sysfs.Identity
+		same bool
+	}{
+		{"unchanged", staged, staged, true},
+		{"an EUI-64 reported now too", staged, sysfs.Identity{WWID: "uuid.a", UUID: "a", NGUID: "n", EUI64: "e"}, true},
+		{"another UUID", staged, sysfs.Identity{WWID: "uuid.b", UUID: "b", NGUID: "n"}, false},
+		{"another NGUID only", staged, sysfs.Identity{WWID: "uuid.a", UUID: "a", NGUID: "m"}, false},
+		{"the UUID gone", staged, sysfs.Identity{WWID: "nvme.1-2", NGUID: "n"}, false},
+		{"nothing known", sysfs.Identity{}, sysfs.Identity{WWID: "uuid.z"}, true},
+	} {
+		if got := tc.id.Same(tc.got); got != tc.same {
+			t.Errorf("%s: %v.Same(%v) = %v, want %v", tc.name, tc.id, tc.got, got, tc.same)
+		}
 	}
 }

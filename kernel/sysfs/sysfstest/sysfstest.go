@@ -423,3 +423,17 @@ func removeAll(t testing.TB, path string) {
 		t.Fatalf("sysfstest: %v", err)
 	}
 }
+
+// RemoveDisk deletes the block device name ("nvme0n1") and its directory, as
+// the kernel does when it drops a namespace (one whose identifiers changed,
+// for instance) while its controller stays.
+func RemoveDisk(t testing.TB, root, name string) {
+	t.Helper()
+	link := filepath.Join(root, "block", name)
+	dir, err := filepath.EvalSymlinks(link)
+	if err != nil {
+		t.Fatalf("sysfstest: %v", err)
+	}
+	removeAll(t, dir)
+	removeAll(t, link)
+}
