@@ -113,7 +113,9 @@ type transition struct {
 	volumeID string
 	from, to heal.State
 	cause    string
-	at       time.Time
+	// device is the namespace's major:minor as the loop last saw it.
+	device string
+	at     time.Time
 }
 
 // startAgent starts a healing agent as the agent binary does at start:
@@ -216,7 +218,7 @@ func (a *healAgent) Notify(tr heal.Transition) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	hl := tr.Health
-	a.transitions = append(a.transitions, transition{volumeID: hl.VolumeID, from: tr.From, to: hl.State, cause: hl.LastCause, at: time.Now()})
+	a.transitions = append(a.transitions, transition{volumeID: hl.VolumeID, from: tr.From, to: hl.State, cause: hl.LastCause, device: hl.Device, at: time.Now()})
 }
 
 // statesOf lists the states a volume entered, in order.

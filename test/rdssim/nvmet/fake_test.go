@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -39,6 +40,8 @@ type fakeNode struct {
 type kernelFeatures struct {
 	noRevalidate bool // before revalidate_size existed
 	noBufferedIO bool // before buffered_io existed
+	noNGUID      bool // a kernel without device_nguid
+	noUUID       bool // a kernel without device_uuid
 }
 
 const fakeRoot = "/fake/config/nvmet"
@@ -88,9 +91,15 @@ func (f *fakeConfigfs) Mkdir(p string) error {
 		if n, err := fmt.Sscanf(parts[3], "%d", new(uint32)); n != 1 || err != nil || parts[3] == "0" {
 			return pathErr("mkdir", p, syscall.EINVAL)
 		}
-		attrs := map[string]string{"device_path": "\n", "device_uuid": "random\n", "enable": "0\n", "ana_grpid": "1\n"}
+		attrs := map[string]string{"device_path": "\n", "device_uuid": "random\n", "device_nguid": zeroNGUID + "\n", "enable": "0\n", "ana_grpid": "1\n"}
 		if !f.kernel.noBufferedIO {
 			attrs["buffered_io"] = "0\n"
+		}
+		if f.kernel.noNGUID {
+			delete(attrs, "device_nguid")
+		}
+		if f.kernel.noUUID {
+			delete(attrs, "device_uuid")
 		}
 		f.addAuto(p, attrs)
 		if !f.kernel.noRevalidate {
@@ -154,6 +163,11 @@ func (f *fakeConfigfs) Rmdir(p string) error {
 	return nil
 }
 
+var (
+	uuidRE  = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+	nguidRE = regexp.MustCompile(`^([0-9a-fA-F]{2}[-:]?){16}$`)
+)
+
 func parseBool(v string) (string, bool) {
 	switch v {
 	case "0", "1":
@@ -184,7 +198,7 @@ func (f *fakeConfigfs) WriteFile(p string, data []byte) error {
 	dir, name := filepath.Dir(p), filepath.Base(p)
 	enabled := func() bool { e := f.nodes[filepath.Join(dir, "enable")]; return e != nil && e.data == "1\n" }
 	switch name {
-	case "device_path", "device_uuid", "buffered_io":
+	case "device_path", "device_uuid", "device_nguid", "buffered_io":
 		if enabled() {
 			return pathErr("write", p, syscall.EBUSY)
 		}
@@ -192,6 +206,12 @@ func (f *fakeConfigfs) WriteFile(p string, data []byte) error {
 			if _, ok := parseBool(val); !ok {
 				return pathErr("write", p, syscall.EINVAL)
 			}
+		}
+		// uuid_parse wants the 36-character form; the NGUID store takes 16
+		// hex pairs, each optionally followed by '-' or ':'.
+		if name == "device_uuid" && !uuidRE.MatchString(val) ||
+			name == "device_nguid" && !nguidRE.MatchString(val) {
+			return pathErr("write", p, syscall.EINVAL)
 		}
 	case "enable":
 		if _, ok := parseBool(val); !ok {

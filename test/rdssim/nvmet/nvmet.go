@@ -19,6 +19,7 @@
 package nvmet
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -293,12 +294,101 @@ func (e *Exporter) ensureNamespace(nqn, file string) error {
 	if err := e.writeIfExists(filepath.Join(ns, "device_uuid"), stableUUID(nqn)); err != nil {
 		return err
 	}
+	// A namespace Replace gave an NGUID of its own is not the disk's any
+	// more; the kernel's default is none (zero).
+	nguid := filepath.Join(ns, "device_nguid")
+	if got, err := e.readIfExists(nguid); err != nil {
+		return err
+	} else if got != "" && got != zeroNGUID {
+		if err := e.write(nguid, zeroNGUID); err != nil {
+			return err
+		}
+	}
 	// The test bed's backing files are on tmpfs, which has no O_DIRECT on
 	// 6.1; without buffered_io the enable fails there.
 	if err := e.writeIfExists(filepath.Join(ns, "buffered_io"), "1"); err != nil {
 		return err
 	}
 	return e.write(filepath.Join(ns, "enable"), "1")
+}
+
+// zeroNGUID is how nvmet prints a namespace without an NGUID.
+const zeroNGUID = "00000000-0000-0000-0000-000000000000"
+
+// Replace puts another disk behind the namespace of nqn: the namespace is
+// disabled, pointed at file, given a fresh random identity (device_uuid, and
+// device_nguid where the kernel has it) and enabled again. It stands for a
+// disk deleted and re-created under the same slot, or its file replaced,
+// while hosts have it connected: the NQN and namespace ID stay, the
+// identity hosts see (wwid "uuid.<UUID>") does not. nvmet tells connected
+// hosts that the namespace changed; a host that rescans finds other
+// identifiers under the same namespace ID ("identifiers changed for nsid
+// 1"). It works whatever state the port is in: with the port down or the
+// subsystem withdrawn, hosts meet the new namespace when they reconnect.
+// It returns the new UUID.
+//
+// The simulator is not told: a later Export of the disk (a change of its
+// allowed hosts, a restart) converges back on the disk's own file and
+// identity.
+func (e *Exporter) Replace(nqn, file string) (string, error) {
+	if err := checkNQN("subsystem NQN", nqn); err != nil {
+		return "", fmt.Errorf("replace: %w", err)
+	}
+	if err := checkBackingFile(file); err != nil {
+		return "", fmt.Errorf("replace %s: %w", nqn, err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	uuid, err := e.replace(nqn, file)
+	if err != nil {
+		return "", fmt.Errorf("replace %s: %w", nqn, err)
+	}
+	return uuid, nil
+}
+
+func (e *Exporter) replace(nqn, file string) (string, error) {
+	if e.subsystems[nqn] == nil {
+		return "", errors.New("not exported")
+	}
+	ns := e.nsPath(nqn)
+	// Without device_uuid the kernel picks a random UUID at every enable,
+	// which is a new identity too, but not one the caller can know.
+	for _, attr := range []string{"enable", "device_uuid"} {
+		ok, err := e.fs.Exists(filepath.Join(ns, attr))
+		if err != nil {
+			return "", err
+		}
+		if !ok {
+			return "", fmt.Errorf("namespace %s has no %s", ns, attr)
+		}
+	}
+	uuid, err := randomUUID()
+	if err != nil {
+		return "", err
+	}
+	nguid, err := randomUUID()
+	if err != nil {
+		return "", err
+	}
+	enabled, err := e.read(filepath.Join(ns, "enable"))
+	if err != nil {
+		return "", err
+	}
+	if enabled != "0" {
+		if err := e.write(filepath.Join(ns, "enable"), "0"); err != nil {
+			return "", err
+		}
+	}
+	if err := e.write(filepath.Join(ns, "device_path"), file); err != nil {
+		return "", err
+	}
+	if err := e.write(filepath.Join(ns, "device_uuid"), uuid); err != nil {
+		return "", err
+	}
+	if err := e.writeIfExists(filepath.Join(ns, "device_nguid"), nguid); err != nil {
+		return "", err
+	}
+	return uuid, e.write(filepath.Join(ns, "enable"), "1")
 }
 
 // ensurePort makes the TCP port's configfs port, or adopts an existing one
@@ -694,6 +784,16 @@ func (e *Exporter) writeIfExists(path, value string) error {
 	return e.write(path, value)
 }
 
+// readIfExists reads an attribute that older or differently built kernels
+// may lack; a missing one reads "".
+func (e *Exporter) readIfExists(path string) (string, error) {
+	ok, err := e.fs.Exists(path)
+	if err != nil || !ok {
+		return "", err
+	}
+	return e.read(path)
+}
+
 func (e *Exporter) removeLinkIfExists(link string) error {
 	ok, err := e.fs.Exists(link)
 	if err != nil || !ok {
@@ -717,6 +817,17 @@ func stableHex(nqn string, n int) string {
 	return hex.EncodeToString(sum[:n])
 }
 
+// randomUUID is an RFC 9562 version 4 UUID.
+func randomUUID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return formatUUID(b[:]), nil
+}
+
 // stableUUID derives a namespace UUID from nqn, marked as an RFC 9562
 // version 8 (custom) UUID.
 func stableUUID(nqn string) string {
@@ -724,6 +835,11 @@ func stableUUID(nqn string) string {
 	b := sum[:16]
 	b[6] = b[6]&0x0f | 0x80
 	b[8] = b[8]&0x3f | 0x80
+	return formatUUID(b)
+}
+
+// formatUUID prints 16 bytes as nvmet reads and prints UUIDs and NGUIDs.
+func formatUUID(b []byte) string {
 	h := hex.EncodeToString(b)
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }

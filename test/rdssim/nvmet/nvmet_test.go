@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -534,4 +535,150 @@ func TestADiskMovedToAnotherPortLeavesTheOldOne(t *testing.T) {
 	d.Port = 4421
 	must(t, e.Export(d))
 	sameLines(t, "tree", f.tree(), sorted(subsysTree(d, "1"), portTree("4421", nqnA)))
+}
+
+func TestReplaceGivesTheNamespaceAnotherDiskAndIdentity(t *testing.T) {
+	dir := t.TempDir()
+	ns := "subsystems/" + nqnA + "/namespaces/1"
+	uuidV4 := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+	replacement := func(t *testing.T, name string) string {
+		t.Helper()
+		file := filepath.Join(dir, name)
+		must(t, os.WriteFile(file, nil, 0o644))
+		return file
+	}
+	// nguidOf reads what Replace wrote to device_nguid; "" if it wrote none.
+	nguidOf := func(ops []string) string {
+		for _, op := range ops {
+			if v, ok := strings.CutPrefix(op, "write "+ns+"/device_nguid="); ok {
+				return v
+			}
+		}
+		return ""
+	}
+
+	t.Run("connected: disabled, repointed, a new UUID and NGUID, enabled", func(t *testing.T) {
+		e, f := newExporter(t, kernelFeatures{})
+		a := disk(t, dir, nqnA, 4420, "")
+		must(t, e.Export(a))
+		links := portTree("4420", nqnA)
+		f.takeOps()
+		file := replacement(t, "other.img")
+		uuid, err := e.Replace(nqnA, file)
+		must(t, err)
+		if !uuidV4.MatchString(uuid) || uuid == stableUUID(nqnA) {
+			t.Fatalf("new UUID %q: want a random version 4 UUID other than the disk's %s", uuid, stableUUID(nqnA))
+		}
+		ops := f.takeOps()
+		nguid := nguidOf(ops)
+		if !uuidV4.MatchString(nguid) || nguid == uuid || nguid == zeroNGUID {
+			t.Fatalf("new NGUID %q: want a random one of its own", nguid)
+		}
+		sameLines(t, "operations", ops, []string{
+			"write " + ns + "/enable=0",
+			"write " + ns + "/device_path=" + file,
+			"write " + ns + "/device_uuid=" + uuid,
+			"write " + ns + "/device_nguid=" + nguid,
+			"write " + ns + "/enable=1",
+		})
+		want := slices.DeleteFunc(sorted(subsysTree(a, "1"), links), func(s string) bool {
+			return strings.HasPrefix(s, ns+"/device_path=") || strings.HasPrefix(s, ns+"/device_uuid=")
+		})
+		want = sorted(want, []string{ns + "/device_path=" + file, ns + "/device_uuid=" + uuid, ns + "/device_nguid=" + nguid})
+		sameLines(t, "tree", f.tree(), want)
+
+		again, err := e.Replace(nqnA, file)
+		must(t, err)
+		if again == uuid || nguidOf(f.takeOps()) == nguid {
+			t.Errorf("a second replacement kept the identity %s", uuid)
+		}
+	})
+
+	t.Run("while the port is down: the hosts meet it when it is back", func(t *testing.T) {
+		e, f := newExporter(t, kernelFeatures{})
+		a := disk(t, dir, nqnA, 4420, "")
+		must(t, e.Export(a))
+		must(t, e.PortDown(4420))
+		f.takeOps()
+		file := replacement(t, "while-down.img")
+		uuid, err := e.Replace(nqnA, file)
+		must(t, err)
+		for _, op := range f.takeOps() {
+			if strings.Contains(op, "ports/") {
+				t.Errorf("Replace touched a port: %s", op)
+			}
+		}
+		must(t, e.PortUp(4420))
+		tree := f.tree()
+		for _, line := range []string{ns + "/device_path=" + file, ns + "/device_uuid=" + uuid, "ports/4420/subsystems/" + nqnA + " -> subsystems/" + nqnA} {
+			if !slices.Contains(tree, line) {
+				t.Errorf("tree lacks %s:\n  %s", line, strings.Join(tree, "\n  "))
+			}
+		}
+	})
+
+	t.Run("a kernel without device_nguid gets a new UUID only", func(t *testing.T) {
+		e, f := newExporter(t, kernelFeatures{noNGUID: true})
+		must(t, e.Export(disk(t, dir, nqnA, 4420, "")))
+		f.takeOps()
+		file := replacement(t, "no-nguid.img")
+		uuid, err := e.Replace(nqnA, file)
+		must(t, err)
+		sameLines(t, "operations", f.takeOps(), []string{
+			"write " + ns + "/enable=0",
+			"write " + ns + "/device_path=" + file,
+			"write " + ns + "/device_uuid=" + uuid,
+			"write " + ns + "/enable=1",
+		})
+	})
+
+	t.Run("a later export converges back on the disk's own file and identity", func(t *testing.T) {
+		e, f := newExporter(t, kernelFeatures{})
+		a := disk(t, dir, nqnA, 4420, "")
+		must(t, e.Export(a))
+		want := f.tree()
+		_, err := e.Replace(nqnA, replacement(t, "undone.img"))
+		must(t, err)
+		must(t, e.Export(a))
+		sameLines(t, "tree", f.tree(), want)
+		must(t, e.Unexport(a))
+		sameLines(t, "tree after unexport", f.tree(), nil)
+	})
+
+	t.Run("refused before any write", func(t *testing.T) {
+		for _, tt := range []struct {
+			name   string
+			kernel kernelFeatures
+			nqn    string
+			file   string
+		}{
+			{"a subsystem that is not exported", kernelFeatures{}, nqnB, replacement(t, "b.img")},
+			{"an invalid NQN", kernelFeatures{}, "a/b", replacement(t, "c.img")},
+			{"a missing file", kernelFeatures{}, nqnA, filepath.Join(dir, "missing.img")},
+			{"a relative file", kernelFeatures{}, nqnA, "x.img"},
+			{"a kernel without device_uuid", kernelFeatures{noUUID: true}, nqnA, replacement(t, "d.img")},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				e, f := newExporter(t, tt.kernel)
+				must(t, e.Export(disk(t, dir, nqnA, 4420, "")))
+				want := f.tree()
+				f.takeOps()
+				if _, err := e.Replace(tt.nqn, tt.file); err == nil {
+					t.Error("Replace: no error")
+				}
+				sameLines(t, "operations", f.takeOps(), nil)
+				sameLines(t, "tree", f.tree(), want)
+			})
+		}
+	})
+
+	t.Run("a failed write is reported with the subsystem", func(t *testing.T) {
+		e, f := newExporter(t, kernelFeatures{})
+		must(t, e.Export(disk(t, dir, nqnA, 4420, "")))
+		f.failWrites[ns+"/enable"] = syscall.EIO
+		_, err := e.Replace(nqnA, replacement(t, "eio.img"))
+		if !errors.Is(err, syscall.EIO) || !strings.Contains(err.Error(), nqnA) {
+			t.Fatalf("Replace: %v, want EIO naming %s", err, nqnA)
+		}
+	})
 }
