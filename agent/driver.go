@@ -134,7 +134,7 @@ type Options struct {
 	ManagedNQNPrefix string
 	// AttachTimeout bounds connect-and-wait-for-device in NodeStage.
 	AttachTimeout time.Duration
-	// InUseTimeout bounds the in-use check of NodeUnstage (MIG-4).
+	// InUseTimeout bounds the in-use check of NodeUnstage.
 	InUseTimeout time.Duration
 	// SysRoot and ProcRoot are /sys and /proc (tests may point elsewhere).
 	SysRoot, ProcRoot string

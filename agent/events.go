@@ -9,7 +9,7 @@ import (
 	"github.com/rds-csi/rds-csi/agent/heal"
 )
 
-// Reasons of the Events the agent records on a volume's PVC (HEAL-7).
+// Reasons of the Events the agent records on a volume's PVC.
 // Operators filter and alert on them: never rename one.
 const (
 	// ReasonVolumeLost (Warning): the volume's NVMe/TCP controller is gone;

@@ -417,7 +417,7 @@ type frontQueueing interface {
 }
 
 // StopQueueing makes every staged volume fail I/O rather than queue it
-// while it has no path, for a node going down (HEAL-6): the shutdown's
+// while it has no path, for a node going down: the shutdown's
 // unmounts must not wait forever on a target that is gone.
 func (n *Node) StopQueueing(ctx context.Context) error {
 	qs, ok := n.attacher.(frontQueueing)

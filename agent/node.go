@@ -185,7 +185,7 @@ func (n *Node) stage(ctx context.Context, id, staging string, vc *csi.VolumeCapa
 		return fmt.Errorf("tracking volume %s: %w", id, err)
 	}
 	if rec.Block {
-		return nil // NODE-1: a block volume is only attached at stage
+		return nil // a block volume is only attached at stage
 	}
 
 	fsType := rec.FSType
@@ -224,7 +224,7 @@ func (n *Node) stage(ctx context.Context, id, staging string, vc *csi.VolumeCapa
 }
 
 // NodeUnstageVolume unmounts the staging path and disconnects the volume,
-// refusing while anything else still uses the device (MIG-4).
+// refusing while anything else still uses the device.
 func (n *Node) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolumeRequest) (*csi.NodeUnstageVolumeResponse, error) {
 	id, staging := req.GetVolumeId(), req.GetStagingTargetPath()
 	if id == "" || staging == "" {

@@ -16,7 +16,7 @@ import (
 
 // record is what the agent keeps about a staged volume, beside its staging
 // path, so that after a restart it knows which NQN, namespace and device a
-// staging or publish path belongs to without asking anyone (HEAL-4).
+// staging or publish path belongs to without asking anyone.
 type record struct {
 	VolumeID string `json:"volumeID"`
 	NQN      string `json:"nqn"`

@@ -15,7 +15,7 @@ import (
 
 // Repair backoff: the first reconnect attempt is immediate (the loss may be
 // a manual disconnect of a reachable target), then attempts space out, but
-// only to 2 s: the heal-latency target (PERF-2: a lost controller's consumer
+// only to 2 s: the heal-latency target (a lost controller's consumer
 // repaired within 2 s of the target's return) rules out longer waits, and an attempt
 // on an unreachable target is one refused or timed-out TCP connect.
 const (
@@ -27,7 +27,7 @@ const (
 // could not move every consumer onto the new device.
 var errConsumersNeedRestart = fmt.Errorf("reconnected, but %w", heal.ErrConsumersStuck)
 
-// Repair brings a lost volume back (HEAL-3): it reconnects from the
+// Repair brings a lost volume back: it reconnects from the
 // volume's record, retrying with capped backoff until the target answers or
 // ctx ends, finds the (possibly renumbered) device by NQN and namespace ID,
 // and moves the volume's consumers onto it. With a multipath front

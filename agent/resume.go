@@ -32,7 +32,7 @@ type StagedVolume struct {
 
 // Resume reads every volume record under kubeletDir, so that after a
 // restart the agent knows what it has staged without asking anyone, and
-// returns the volumes (HEAL-4). It changes nothing on the host: a live
+// returns the volumes. It changes nothing on the host: a live
 // controller is never disconnected because the agent restarted. Unreadable
 // records are reported and skipped.
 func (n *Node) Resume(kubeletDir string) ([]StagedVolume, error) {

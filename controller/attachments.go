@@ -57,7 +57,7 @@ const (
 	eventWarning = "Warning"
 )
 
-// Event reasons (FEN-5, MIG-6).
+// Event reasons.
 const (
 	ReasonVolumeAttached      = "VolumeAttached"
 	ReasonVolumeDetached      = "VolumeDetached"
@@ -104,7 +104,7 @@ type attachment struct {
 	// nodes in the order they attached: in a live migration nodes[0] is the
 	// source and nodes[1] the target.
 	nodes []attachedNode
-	// migrationTimeout bounds a dual attachment (MIG-3).
+	// migrationTimeout bounds a dual attachment.
 	migrationTimeout time.Duration
 	// timeoutReported: the dual attachment outlived its timeout and was
 	// reported; it is reported once, and its result is "timeout".
@@ -287,7 +287,7 @@ func (s *attachments) overdue(now time.Time) map[string]attachment {
 	return out
 }
 
-// migrationMetrics are the MIG-5 metrics. The active gauge is computed from
+// migrationMetrics are the migration metrics. The active gauge is computed from
 // the attachment state on every scrape, so it cannot drift from it.
 type migrationMetrics struct {
 	duration prometheus.Histogram

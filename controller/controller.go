@@ -498,7 +498,7 @@ func sizeFor(r *csi.CapacityRange, floor fsFloor) (int64, error) {
 }
 
 // checkCapabilities accepts single-node access of either type, and
-// multi-node multi-writer for raw block only (KubeVirt live migration, MIG-1).
+// multi-node multi-writer for raw block only (KubeVirt live migration).
 func checkCapabilities(caps []*csi.VolumeCapability) error {
 	if len(caps) == 0 {
 		return errors.New("volume capabilities are required")

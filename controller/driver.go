@@ -45,10 +45,10 @@ type Options struct {
 	// VolumeAttachment is being deleted or is gone is waited for before it
 	// blocks (being deleted) or is released as stale (gone): the sequential
 	// hand-off of a volume from one node to the next. It never lets two
-	// nodes hold a ReadWriteOnce volume at once (FEN-4).
+	// nodes hold a ReadWriteOnce volume at once.
 	RWOGracePeriod time.Duration
 	// TargetFencing restricts each disk's NVMe/TCP export to the host NQNs
-	// of the nodes it is published to (FEN-3); opt-in until the property's
+	// of the nodes it is published to; opt-in until the property's
 	// semantics are confirmed on hardware.
 	TargetFencing bool
 }

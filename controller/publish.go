@@ -19,7 +19,7 @@ import (
 )
 
 // maxAttachedNodes: a KubeVirt live migration needs the source and the
-// target, and nothing ever needs more (MIG-2).
+// target, and nothing ever needs more.
 const maxAttachedNodes = 2
 
 // FencedHostNQN is the allowed host list of a fenced disk published to no
@@ -490,7 +490,7 @@ func sameHosts(a, b []string) bool {
 }
 
 // ReleaseNode detaches every volume from node, a Node deleted from the
-// cluster (FEN-2): its attachments must not block the volumes' next nodes.
+// cluster: its attachments must not block the volumes' next nodes.
 // Each volume is released on its own, so one that cannot be released holds
 // up none of the others. A volume busy with another operation is retried
 // until ctx ends; an error retrying cannot fix is logged and counted, and
@@ -582,7 +582,7 @@ func permanent(err error) bool {
 }
 
 // WatchMigrations reports, once each, dual attachments that outlive their
-// migration timeout (MIG-3): a Warning MigrationFailed event, the timeout
+// migration timeout: a Warning MigrationFailed event, the timeout
 // result and a log line. It checks every interval until ctx ends.
 func (d *Driver) WatchMigrations(ctx context.Context, interval time.Duration) {
 	if interval <= 0 {

@@ -20,7 +20,7 @@ const MaxSlotLen = 32
 
 // DefaultNQNPrefix is the NQN namespace of RDS disks. Subsystem NQNs are this
 // prefix plus the slot, the convention the earlier driver used too, so its
-// volumes can be adopted (CTL-9).
+// volumes can be adopted.
 const DefaultNQNPrefix = "nqn.2000-02.com.mikrotik:"
 
 var idRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
@@ -100,14 +100,14 @@ type ConnectOptions struct {
 	FastIOFailTmo  int
 }
 
-// DefaultConnectOptions never give a controller up (ctrl_loss_tmo=-1, NODE-1),
+// DefaultConnectOptions never give a controller up (ctrl_loss_tmo=-1),
 // retry every 5 s, keep the kernel's keep-alive, and never fail queued I/O
 // early: the agent, not a timer, decides when a volume is lost.
 func DefaultConnectOptions() ConnectOptions {
 	return ConnectOptions{CtrlLossTmo: -1, ReconnectDelay: 5, KeepAliveTmo: 5, FastIOFailTmo: -1}
 }
 
-// Migration timeout bounds (MIG-3).
+// Migration timeout bounds.
 const (
 	DefaultMigrationTimeout = 300 * time.Second
 	MinMigrationTimeout     = 30 * time.Second
@@ -239,8 +239,8 @@ func ParsePort(v string) (int, error) {
 	return n, nil
 }
 
-// ParseMigrationTimeout parses whole seconds and clamps them to 30..3600
-// (MIG-3): a value out of range is corrected rather than refused, because the
+// ParseMigrationTimeout parses whole seconds and clamps them to 30..3600:
+// a value out of range is corrected rather than refused, because the
 // StorageClass that carries it cannot be edited once volumes exist.
 func ParseMigrationTimeout(v string) (time.Duration, error) {
 	n, err := strconv.Atoi(strings.TrimSpace(v))

@@ -1,5 +1,5 @@
 // Package heal is the node agent's single event loop and the health model of
-// every staged volume (HEAL-1, 2, 5, 6, 7).
+// every staged volume.
 //
 // One goroutine (Run) owns all state. It subscribes to kernel uevents first,
 // then reads sysfs, then serves one select loop over uevents, lost-event

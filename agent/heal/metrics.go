@@ -6,7 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics are the node's healing measurements (HEAL-7). Labels name volumes
+// Metrics are the node's healing measurements. Labels name volumes
 // and NQNs, never device names: a device name changes with every
 // renumbering, which would break every series exactly when it matters.
 // A nil *Metrics records nothing, so tests and tools can leave it out.

@@ -53,12 +53,12 @@ func (l *Loop) owned(nqn string) bool {
 }
 
 // checkOrphans disconnects managed controllers no volume has owned for the
-// grace period (HEAL-5). The table holds only controllers that passed
+// grace period. The table holds only controllers that passed
 // managed(), so foreign and local controllers are never candidates. The
 // grace runs from when the loop first saw the controller unowned, so every
 // controller present at start gets the full grace from the loop's start:
 // the node service re-registers its volumes only after the loop is up, and
-// a live controller must not be disconnected on start (HEAL-4).
+// a live controller must not be disconnected on start.
 func (l *Loop) checkOrphans() {
 	if l.cfg.Disconnect == nil || l.ctrls == nil {
 		return

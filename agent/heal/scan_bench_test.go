@@ -13,7 +13,7 @@ import (
 // BenchmarkScanOf100LiveVolumes measures on the host's own CPU what the
 // agent does every scan interval (1 s by default) when nothing happens: read
 // the state of 100 managed controllers. Its time per scan, at one scan a
-// second, is the agent's idle CPU share (PERF-1); make bench runs it next to
+// second, is the agent's idle CPU share; make bench runs it next to
 // the VM's measurement, whose emulated CPU only gives an upper bound. The
 // fake sysfs is a directory of regular files, which read a little faster
 // than sysfs attributes.

@@ -10,7 +10,7 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// Shutdown prepares the node to go down (HEAL-6): it stops repairs, so that
+// Shutdown prepares the node to go down: it stops repairs, so that
 // none reconnects behind it with a long timeout, and writes ctrlLossTmo to
 // every managed controller so that a reboot with the network already gone
 // does not wait forever on an unreachable target. It reads sysfs itself and

@@ -78,7 +78,7 @@ func devName(ev uevent.Event) string {
 }
 
 // handleEvent acts on one uevent at once: there is no batching, detection
-// latency of uevent-visible changes is the loop's own latency (PERF-3).
+// latency of uevent-visible changes is the loop's own latency.
 func (l *Loop) handleEvent(ev uevent.Event) {
 	l.metrics.uevent(ev.Subsystem, ev.Action)
 	if l.ctrls == nil {

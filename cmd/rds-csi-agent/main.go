@@ -113,7 +113,7 @@ func main() {
 	}
 	// The agent's live heap is a few MiB, mostly idle; what grows it is
 	// the garbage of each scan. Collecting at half the default growth keeps
-	// it resident within PERF-1's 32 MiB with 100 volumes for a GC cost
+	// it resident within the 32 MiB target with 100 volumes for a GC cost
 	// measured in docs/benchmarks.md. GOGC set by the operator wins.
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(defaultGCPercent)
@@ -179,7 +179,7 @@ func run(ctx context.Context, f *flags) error {
 	node.SetTracker(loop)
 	// Records are read after the loop exists but before it runs: the
 	// orphan grace starts when it runs, and by then every staged volume is
-	// tracked again (HEAL-4).
+	// tracked again.
 	resumed, err := node.Resume(f.kubeletDir)
 	if err != nil {
 		return fmt.Errorf("reading volume records: %w", err)

@@ -47,7 +47,7 @@ func TestEventsNeedAnAPIAndTheirAbsenceStopsNothing(t *testing.T) {
 	}
 }
 
-// TestTheAgentDoesNotLinkTheGeneratedClientset guards PERF-1: client-go's
+// TestTheAgentDoesNotLinkTheGeneratedClientset guards the footprint: client-go's
 // generated clientset registers every API group at start and costs the
 // agent about 9 MiB of resident memory. The agent needs PVC reads and Event
 // writes only, which kube/events does over the REST layer.

@@ -514,8 +514,8 @@ func ParseTimeout(s string) (int, error) {
 	return n, nil
 }
 
-// SetCtrlLossTmo changes ctrl_loss_tmo at runtime (HEAL-6 lowers it before
-// shutdown). -1 means forever; the kernel accepts it as written.
+// SetCtrlLossTmo changes ctrl_loss_tmo at runtime (shutdown mode lowers it
+// before a node goes down). -1 means forever; the kernel accepts it as written.
 func (t Tree) SetCtrlLossTmo(name string, seconds int) error {
 	if seconds < -1 {
 		return fmt.Errorf("ctrl_loss_tmo %d: want -1 or a number of seconds", seconds)

@@ -1,7 +1,7 @@
 // Package events records Kubernetes Events on PVCs from one long-lived
 // recorder, through client-go's REST layer and the core/v1 types only: not
 // the generated clientset, whose API groups would cost the node agent about
-// 9 MiB of resident memory (PERF-1; cmd/rds-csi-agent tests that it is not
+// 9 MiB of resident memory (cmd/rds-csi-agent tests that it is not
 // linked).
 package events
 

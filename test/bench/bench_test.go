@@ -1,4 +1,4 @@
-// Package bench measures the controller against the simulator (PERF-5).
+// Package bench measures the controller against the simulator.
 // Run with `make bench`; results go to docs/benchmarks.md.
 package bench
 

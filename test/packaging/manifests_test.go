@@ -242,7 +242,7 @@ func TestTheNodeAgentGetsExactlyTheHostAccessItsCodeUses(t *testing.T) {
 		t.Error("the agent is not privileged: it cannot write /dev/nvme-fabrics, mount or use the device-mapper")
 	}
 	if lim := agent.Resources.Limits.Memory(); lim.Value() < 4*32<<20 {
-		t.Errorf("agent memory limit %s is below 4x the 32 MiB RSS target (PERF-1), while mkfs runs in the same cgroup", lim)
+		t.Errorf("agent memory limit %s is below 4x the 32 MiB RSS target, while mkfs runs in the same cgroup", lim)
 	}
 }
 

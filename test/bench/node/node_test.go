@@ -1,4 +1,4 @@
-// Package node runs the node benchmarks of `make bench` (PERF-1 to PERF-4)
+// Package node runs the node benchmarks of `make bench`
 // in the VM test bed: the guest benchmarks of test/e2e/guest (TestPerf*)
 // against the real kernel NVMe/TCP initiator and nvmet target, with the
 // real agent binary for the footprint. Each guest sample becomes a metric

@@ -20,7 +20,7 @@ import (
 )
 
 // TestHealOrphans: controllers of managed subsystems that no staged volume
-// claims are disconnected after the grace period (HEAL-5), but never one
+// claims are disconnected after the grace period, but never one
 // whose device is in use, even without a record saying why, and never one
 // outside the managed prefix.
 func TestHealOrphans(t *testing.T) {

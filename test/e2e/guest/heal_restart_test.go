@@ -12,8 +12,8 @@ import (
 	"github.com/rds-csi/rds-csi/volume"
 )
 
-// TestHealAgentRestart: the agent restarts while the target is away
-// (HEAL-4). The new agent knows its volumes only from the records beside
+// TestHealAgentRestart: the agent restarts while the target is away.
+// The new agent knows its volumes only from the records beside
 // their kubelet staging paths; it must take the reconnecting controllers
 // for its own rather than for orphans, never disconnect them, and see the
 // volumes live again when the kernel reconnects. The workload's held

@@ -13,7 +13,7 @@ import (
 )
 
 // TestHealShutdown: on node shutdown the agent lowers ctrl_loss_tmo of its
-// controllers (HEAL-6), so that a reboot with the network already gone
+// controllers, so that a reboot with the network already gone
 // gives them up within seconds instead of retrying forever, and it repairs
 // nothing any more. A foreign controller keeps its own setting.
 func TestHealShutdown(t *testing.T) {

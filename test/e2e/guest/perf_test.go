@@ -2,7 +2,7 @@
 
 package guest
 
-// The node benchmarks of `make bench` (PERF-1 to PERF-4 of SPEC.md),
+// The node benchmarks of `make bench`,
 // measured against the real kernel. They run only when the host's
 // benchmark (test/bench/node) asks for them with -rds.perf; the VM tests
 // skip them. Every sample is printed on a line of its own,
@@ -111,7 +111,7 @@ func leavesLive(ctrl string, d time.Duration) <-chan time.Time {
 	return ch
 }
 
-// TestPerfDetection (PERF-3): how long the agent takes to know. A
+// TestPerfDetection: how long the agent takes to know. A
 // state-only change (the target's port goes away; the kernel starts
 // reconnecting and sends no uevent) is seen by the scan, at production's
 // interval of 1 s: measured from when the kernel's state left live (polled
@@ -179,7 +179,7 @@ func TestPerfDetection(t *testing.T) {
 	h.teardown(t, v)
 }
 
-// TestPerfHeal (PERF-2): from the target answering again to the consumer
+// TestPerfHeal: from the target answering again to the consumer
 // writing again, with an O_DIRECT writer on the published front all along.
 // "controller loss": the port is down until the kernel gives the
 // controller up (ctrl_loss_tmo 2 s) and the agent reports it lost; the
@@ -242,7 +242,7 @@ func TestPerfHeal(t *testing.T) {
 	}
 }
 
-// TestPerfStage (PERF-4): NodeStage against the kernel's own connect to
+// TestPerfStage: NodeStage against the kernel's own connect to
 // the same subsystem (the /dev/nvme-fabrics write until the namespace's
 // device node exists), round by round. Block staging adds the record, the
 // front and the in-use bookkeeping; ext4 staging of a formatted volume
@@ -323,7 +323,7 @@ func TestPerfStage(t *testing.T) {
 	}
 }
 
-// TestPerfAgentFootprint (PERF-1): the real agent binary, as the DaemonSet
+// TestPerfAgentFootprint: the real agent binary, as the DaemonSet
 // runs it, idle with no volume and then with -rds.perf.volumes staged block
 // volumes: resident memory and CPU time over an idle minute (the scan reads
 // every managed controller's state each second).
