@@ -46,7 +46,7 @@ k8s-binaries:
 
 # The VM end-to-end tests: real Debian kernels under qemu (docs/testing.md).
 e2e:
-	$(GO) test -count=1 -v -timeout 40m ./test/e2e/
+	$(GO) test -count=1 -v -timeout 60m ./test/e2e/
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzParseRecords -fuzztime=$(FUZZTIME) ./controller/routeros/

@@ -52,12 +52,16 @@ func matrix() ([]cell, error) {
 	return out, nil
 }
 
+// guestFaultAgent is where the guest finds the fault-injecting agent.
+const guestFaultAgent = "/rds-csi-agent-fault"
+
 const (
 	// bootTimeout ends a guest that hangs; guestTimeout (the guest
 	// binary's -test.timeout) is shorter, so that a hung guest test panics
-	// with every goroutine's stack rather than vanishing.
-	bootTimeout  = 12 * time.Minute
-	guestTimeout = 10 * time.Minute
+	// with every goroutine's stack rather than vanishing. A boot runs
+	// every scenario, the crash matrix included: about 5–6 min under TCG.
+	bootTimeout  = 16 * time.Minute
+	guestTimeout = 14 * time.Minute
 )
 
 func TestE2E(t *testing.T) {
@@ -84,14 +88,26 @@ func TestE2E(t *testing.T) {
 	} else if err := os.MkdirAll(logDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(t.TempDir(), "guest.test")
+	binDir := t.TempDir()
+	bin := filepath.Join(binDir, "guest.test")
+	// The crash tests (crash_test.go in the guest) run the real agent,
+	// built with the faultinject tag so that RDS_CSI_FAULT kills it at a
+	// named point. Both builds run at once: they share the build cache.
+	faultAgent := filepath.Join(binDir, "rds-csi-agent-fault")
 	buildStart := time.Now()
-	if err := vm.BuildStatic(ctx, bin, "./test/e2e/guest", true); err != nil {
+	agentBuilt := make(chan error, 1)
+	go func() { agentBuilt <- vm.BuildStatic(ctx, faultAgent, "./cmd/rds-csi-agent", false, "faultinject") }()
+	err = vm.BuildStatic(ctx, bin, "./test/e2e/guest", true)
+	if aerr := <-agentBuilt; aerr != nil {
+		t.Fatal(aerr)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("TIMING guest test binary built in %v", time.Since(buildStart).Round(time.Millisecond))
+	t.Logf("TIMING guest test binary and fault-injecting agent built in %v", time.Since(buildStart).Round(time.Millisecond))
+	files := map[string]string{guestFaultAgent: faultAgent}
 
-	args := []string{"-test.timeout=" + guestTimeout.String()}
+	args := []string{"-test.timeout=" + guestTimeout.String(), "-rds.crash.agent=" + guestFaultAgent}
 	if run := os.Getenv("RDS_CSI_E2E_RUN"); run != "" {
 		args = append(args, "-test.run="+run)
 	}
@@ -108,16 +124,16 @@ func TestE2E(t *testing.T) {
 				kernels[c.flavor] = k
 				t.Logf("TIMING kernel %s ready in %v", k.Package, time.Since(fetchStart).Round(time.Millisecond))
 			}
-			bootOne(ctx, t, c, k, bin, args, logDir)
+			bootOne(ctx, t, c, k, bin, args, files, logDir)
 		})
 	}
 	t.Logf("TIMING whole matrix: %v", time.Since(start).Round(time.Second))
 }
 
-func bootOne(ctx context.Context, t *testing.T, c cell, k *vm.Kernel, bin string, args []string, logDir string) {
+func bootOne(ctx context.Context, t *testing.T, c cell, k *vm.Kernel, bin string, args []string, files map[string]string, logDir string) {
 	name := strings.ReplaceAll(c.String(), "/", "-")
 	initrd := filepath.Join(t.TempDir(), "initrd.gz")
-	ir := vm.Initramfs{Kernel: k, TestBinary: bin, TestArgs: args, Work: t.TempDir()}
+	ir := vm.Initramfs{Kernel: k, TestBinary: bin, TestArgs: args, Files: files, Work: t.TempDir()}
 	irStart := time.Now()
 	if err := ir.Build(ctx, initrd); err != nil {
 		t.Fatalf("initramfs: %v", err)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -23,6 +24,11 @@ var optionalModules = []string{"crc32c-intel", "libcrc32c"}
 // with their shared libraries. The guest's PATH finds them before busybox's
 // applets of the same names, which behave differently.
 var guestTools = []string{"mkfs.ext4", "mkfs.xfs", "resize2fs", "xfs_growfs", "blkid"}
+
+// checkTools are programs the guest tests run themselves, copied the same
+// way: the crash tests check with e2fsck that a filesystem made across a
+// crash is clean.
+var checkTools = []string{"e2fsck"}
 
 // guestConfigFiles are data files the tools read.
 var guestConfigFiles = []string{"/etc/mke2fs.conf"}
@@ -194,7 +200,7 @@ func decompress(ctx context.Context, dst, prog string, args ...string) error {
 // paths, so the dynamic loader finds them as it would on the host.
 func (i *Initramfs) addTools(ctx context.Context, root string) error {
 	path := "/usr/sbin:/usr/bin:/sbin:/bin"
-	for _, tool := range guestTools {
+	for _, tool := range append(slices.Clone(guestTools), checkTools...) {
 		src, err := lookPath(tool, path)
 		if err != nil {
 			return err
