@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
 
 	"github.com/rds-csi/rds-csi/agent"
 	"github.com/rds-csi/rds-csi/agent/heal"
@@ -223,5 +226,48 @@ func TestTheOrphanSweepRemovesOurOwnUnusedLeakedFront(t *testing.T) {
 				t.Fatalf("the leaked front: err=%v disconnected=%v calls=%q", err, disconnected, calls)
 			}
 		})
+	}
+}
+
+// A front whose making was interrupted after its table was loaded (not
+// resumed) holds the namespace as the finished front would: NodeUnstage
+// removes it rather than taking it for a user of the volume and refusing
+// for ever.
+func TestUnstageRemovesAHalfMadeFront(t *testing.T) {
+	f := newMultipathFixture(t)
+	f.paths.appear(t, f.target.NQN, "nvme1n1", sysfs.DevT{Major: 259, Minor: 3}, true)
+	f.sizes["nvme1n1"] = 64 << 20
+	opts := agent.Options{NodeID: "node-1", SysRoot: f.paths.sys, ProcRoot: t.TempDir()}
+	if err := opts.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	node := agent.New(opts, f.mp, agent.HostMounter{}, nil)
+	staging := filepath.Join(t.TempDir(), "staging", f.target.VolumeID)
+	if err := os.MkdirAll(filepath.Dir(staging), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	attrs := map[string]string{"nqn": f.target.NQN, "address": "10.0.0.5", "port": "4420"}
+	if _, err := node.NodeStageVolume(context.Background(), &csi.NodeStageVolumeRequest{VolumeId: f.target.VolumeID, StagingTargetPath: staging, VolumeCapability: blockCap(), VolumeContext: attrs}); err != nil {
+		t.Fatal(err)
+	}
+	// The agent is killed inside a re-creation of the front: the device is
+	// there, its loaded table holds the namespace, nothing is live.
+	front := f.mapper.front(f.name)
+	front.dev.Live = false
+	if err := os.MkdirAll(filepath.Join(f.paths.sys, "class", "block", "nvme1n1", "holders"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(f.paths.sys, "class", "block", "nvme1n1", "holders", fmt.Sprintf("dm-%d", front.dev.Minor)), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.calls()
+	if _, err := node.NodeUnstageVolume(context.Background(), &csi.NodeUnstageVolumeRequest{VolumeId: f.target.VolumeID, StagingTargetPath: staging}); err != nil {
+		t.Fatalf("unstage with a half-made front: %v", err)
+	}
+	if calls := strings.Join(f.calls(), ";"); !strings.HasPrefix(calls, "remove "+f.name) {
+		t.Fatalf("device-mapper calls %q", calls)
+	}
+	if len(f.paths.detached) != 1 {
+		t.Fatalf("detached %v", f.paths.detached)
 	}
 }

@@ -129,7 +129,7 @@ func (n *Node) ensureFilesystem(ctx context.Context, id string, dev Device, fsTy
 	}
 	fault.Crash(fault.FormatMarked)
 	fault.CrashAfterPartialWrite(fault.MkfsPartial, dev.Path)
-	fault.CrashWhenChildRuns(fault.MkfsRunning, "mkfs."+fsType)
+	fault.CrashWhileRunning(fault.MkfsRunning, "mkfs."+fsType, args...)
 	_, _, err = command.Run(ctx, mkfsTimeout, "mkfs."+fsType, args...)
 	n.metrics.count("format", err)
 	if err != nil {

@@ -263,6 +263,9 @@ func (n *Node) unstage(ctx context.Context, id, staging string) error {
 		return n.mounter.Unmount(ctx, staging)
 	}
 	t := n.recordTarget(rec)
+	if err := n.removeHalfMadeFront(ctx, id); err != nil {
+		return err
+	}
 	dev, err := n.attacher.Find(ctx, t)
 	switch {
 	case errors.Is(err, ErrNotAttached):

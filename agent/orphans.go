@@ -68,7 +68,8 @@ func (n *Node) OrphanDisconnect(tree sysfs.Tree, disconnect func(ctx context.Con
 
 // frontRemover is an Attacher with fronts of its own (Multipath).
 type frontRemover interface {
-	// Front finds the volume's front; ok is false when it has none.
+	// Front finds the volume's front; ok is false when it has none. A
+	// front whose making was interrupted (no live table) has no Path.
 	Front(ctx context.Context, volumeID string) (d Device, ok bool, err error)
 	// RemoveFront removes it; the kernel refuses while it is open.
 	RemoveFront(ctx context.Context, volumeID string) error
@@ -112,5 +113,25 @@ func (n *Node) removeLeakedFront(ctx context.Context, id string) error {
 		return fmt.Errorf("removing the leaked front of volume %s: %w", id, err)
 	}
 	klog.InfoS("Removed the front of a volume no staging claims", "volumeID", id, "front", MapperName(id))
+	return nil
+}
+
+// removeHalfMadeFront removes the volume's front if its making was
+// interrupted (no live table): it maps nothing, so nothing can use it, but
+// once its table is loaded it holds the namespace, and the unstage's in-use
+// check would take it for a user. The kernel refuses while it is open.
+func (n *Node) removeHalfMadeFront(ctx context.Context, id string) error {
+	fr, ok := n.attacher.(frontRemover)
+	if !ok {
+		return nil
+	}
+	d, exists, err := fr.Front(ctx, id)
+	if err != nil || !exists || d.Path != "" {
+		return err
+	}
+	if err := fr.RemoveFront(ctx, id); err != nil {
+		return fmt.Errorf("%w: removing the half-made front of volume %s: %w", errPrecondition, id, err)
+	}
+	klog.InfoS("Removed a front whose making was interrupted", "volumeID", id, "front", MapperName(id))
 	return nil
 }

@@ -14,5 +14,5 @@ func Armed(string) bool { return false }
 // CrashAfterPartialWrite does nothing without the faultinject tag.
 func CrashAfterPartialWrite(string, string) {}
 
-// CrashWhenChildRuns does nothing without the faultinject tag.
-func CrashWhenChildRuns(string, string) {}
+// CrashWhileRunning does nothing without the faultinject tag.
+func CrashWhileRunning(string, string, ...string) {}

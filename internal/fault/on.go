@@ -5,6 +5,7 @@ package fault
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -59,26 +60,29 @@ func CrashAfterPartialWrite(point, device string) {
 	Crash(point)
 }
 
-// CrashWhenChildRuns, when point is armed, crashes as soon as a child of
-// this process named comm runs: the caller starts it next, and it dies with
-// the agent, wherever it got to.
-func CrashWhenChildRuns(point, comm string) {
+// CrashWhileRunning, when point is armed, starts name with args as a child
+// (in its own process group, as kernel/command does), waits until it runs
+// name (it has exec'd), and crashes: the child dies with the agent, wherever
+// it got to. The caller would have run the same command next.
+func CrashWhileRunning(point, name string, args ...string) {
 	if !Armed(point) {
 		return
 	}
-	go func() {
-		deadline := time.Now().Add(30 * time.Second)
-		for time.Now().Before(deadline) {
-			for _, pid := range children(os.Getpid()) {
-				b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
-				if err == nil && strings.HasPrefix(strings.TrimSpace(string(b)), comm) {
-					Crash(point)
-				}
-			}
-			time.Sleep(time.Millisecond)
+	cmd := exec.Command(name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(os.Stderr, "FAULT: %s: %v\n", point, err)
+		return
+	}
+	comm := "/proc/" + strconv.Itoa(cmd.Process.Pid) + "/comm"
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		// A child that already exited stays a zombie (never waited for),
+		// with its comm readable: the check cannot miss it.
+		if b, err := os.ReadFile(comm); err == nil && strings.HasPrefix(strings.TrimSpace(string(b)), filepath.Base(name)[:min(len(filepath.Base(name)), 15)]) {
+			Crash(point)
 		}
-		fmt.Fprintf(os.Stderr, "FAULT: %s: no child %s ran within 30 s\n", point, comm)
-	}()
+	}
+	fmt.Fprintf(os.Stderr, "FAULT: %s: %s never ran\n", point, name)
 }
 
 // children lists the processes whose parent is pid, from /proc.
