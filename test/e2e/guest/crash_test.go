@@ -364,22 +364,27 @@ func (b *crashBed) start(t *testing.T, point string, grace time.Duration) *agent
 		}
 	})
 	b.cur = a
+	a.conn, err = grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The socket's file exists between bind and listen, when a connect is
+	// still refused: the agent serves once it answers a Probe.
+	identity := csi.NewIdentityClient(a.conn)
 	deadline := time.Now().Add(crashAgentStart)
 	for {
-		if _, err := os.Stat(sock); err == nil {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		_, err := identity.Probe(ctx, &csi.ProbeRequest{}, grpc.WaitForReady(true))
+		cancel()
+		if err == nil {
 			break
 		}
 		if a.exited() {
 			t.Fatalf("%s ended before it served CSI (%v):\n%s", a.name, a.waitErr, tail(a.logText(), 40))
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s has no CSI socket %v after its start", a.name, crashAgentStart)
+			t.Fatalf("%s does not answer a Probe %v after its start: %v", a.name, crashAgentStart, err)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	a.conn, err = grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
 	}
 	b.node = csi.NewNodeClient(a.conn)
 	t.Logf("%s started (pid %d)", a.name, a.cmd.Process.Pid)
