@@ -286,11 +286,7 @@ func (n *Node) unstage(ctx context.Context, id, staging string) error {
 				return err
 			}
 		}
-		if err := n.detach(ctx, t, rec); err != nil {
-			return err
-		}
-		n.forget(id)
-		return removeRecord(staging, id)
+		return n.takeApart(ctx, t, rec)
 	case err != nil:
 		return err
 	}
@@ -326,12 +322,23 @@ func (n *Node) unstage(ctx context.Context, id, staging string) error {
 	if busy {
 		return fmt.Errorf("%w: %s is still claimed by another user (exclusive open refused)", errPrecondition, dev.Path)
 	}
+	return n.takeApart(ctx, t, rec)
+}
+
+// takeApart disconnects a volume that nothing uses any more and forgets it.
+// The record says so first, so that an agent restarted in the middle does
+// not heal it back.
+func (n *Node) takeApart(ctx context.Context, t Target, rec record) error {
+	rec.Phase = phaseDetaching
+	if err := rec.save(); err != nil {
+		return err
+	}
 	if err := n.detach(ctx, t, rec); err != nil {
 		return err
 	}
 	fault.Crash(fault.UnstageDisconnected)
-	n.forget(id)
-	return removeRecord(staging, id)
+	n.forget(rec.VolumeID)
+	return removeRecord(rec.StagingPath, rec.VolumeID)
 }
 
 // detach disconnects the volume if, and only if, its NQN is under the

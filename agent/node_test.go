@@ -568,6 +568,21 @@ func TestUnstageNeverReportsSuccessWhenTheDisconnectFailed(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(filepath.Dir(staging), "rds-csi-"+id+".json")); err != nil {
 		t.Fatalf("volume record gone after a failed disconnect: %v", err)
 	}
+	// An agent restarted now does not heal back what the unstage had
+	// begun to take apart (nothing uses it), and the retried unstage
+	// still finds what to disconnect.
+	n2 := agent.New(opts, &looptransport.Attacher{Sim: f.disks}, agent.HostMounter{}, nil)
+	tr2 := &fakeTracker{tracked: map[string]heal.Volume{}, health: map[string]heal.Health{}}
+	n2.SetTracker(tr2)
+	if vols, err := n2.Resume(filepath.Join(f.dir, "kubelet")); err != nil || len(vols) != 0 || len(tr2.tracked) != 0 {
+		t.Fatalf("a volume being unstaged was resumed: %+v %+v %v", vols, tr2.tracked, err)
+	}
+	if _, err := n2.NodeUnstageVolume(context.Background(), &csi.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging}); err != nil {
+		t.Fatal(err)
+	}
+	if attached(t, f.file(id)) {
+		t.Fatal("the retried unstage left the volume attached")
+	}
 }
 
 func roBlockCap() *csi.VolumeCapability {

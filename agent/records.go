@@ -41,7 +41,9 @@ type record struct {
 	// Phase is phaseAttaching while NodeStage has not attached the volume
 	// yet: the record is written before the first change on the host, so
 	// that an agent killed in the middle leaves a record that says what to
-	// undo. Empty once the volume is attached (and in older records).
+	// undo. Empty once the volume is attached (and in older records), and
+	// phaseDetaching once NodeUnstage has found it unused and begins to
+	// take it apart.
 	Phase string `json:"phase,omitempty"`
 	// Identity and Size are the namespace's when it was attached: a
 	// namespace with another identity, or smaller, is another disk, which
@@ -51,8 +53,14 @@ type record struct {
 }
 
 // phaseAttaching marks the intent record of a NodeStage that has not
-// attached the volume yet.
-const phaseAttaching = "attaching"
+// attached the volume yet; phaseDetaching the record of a NodeUnstage that
+// has started to take the volume apart (nothing uses it any more). A
+// restarted agent heals neither: nothing was handed to a consumer, or
+// nothing holds it any longer.
+const (
+	phaseAttaching = "attaching"
+	phaseDetaching = "detaching"
+)
 
 // attached tells a record of a volume that NodeStage attached.
 func (r record) attached() bool { return r.Phase == "" }

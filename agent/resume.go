@@ -58,12 +58,13 @@ func (n *Node) Resume(kubeletDir string) ([]StagedVolume, error) {
 		}
 		n.rememberStaging(rec.VolumeID, rec.StagingPath)
 		if !rec.attached() {
-			// A NodeStage killed before it attached the volume: nothing was
-			// handed to a consumer. The CO retries the stage or unstages,
-			// and the record tells either what was made; until then the
-			// volume is not healed, and what the stage left (a controller,
-			// a front) is the orphan sweep's once its grace has passed.
-			klog.InfoS("Found the record of an interrupted NodeStage; waiting for the CO to retry or unstage it", "volumeID", rec.VolumeID, "staging", rec.StagingPath)
+			// A NodeStage killed before it attached the volume (nothing was
+			// handed to a consumer), or a NodeUnstage killed while it took
+			// the volume apart (nothing uses it any more). The CO calls
+			// again, and the record tells what was made; until then the
+			// volume is not healed, and what was left (a controller, a
+			// front) is the orphan sweep's once its grace has passed.
+			klog.InfoS("Found the record of an interrupted NodeStage or NodeUnstage; waiting for the CO to call again", "volumeID", rec.VolumeID, "staging", rec.StagingPath, "phase", rec.Phase)
 			continue
 		}
 		if rec.Identity.IsZero() {
