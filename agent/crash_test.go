@@ -237,19 +237,7 @@ func TestUnstageRemovesAHalfMadeFront(t *testing.T) {
 	f := newMultipathFixture(t)
 	f.paths.appear(t, f.target.NQN, "nvme1n1", sysfs.DevT{Major: 259, Minor: 3}, true)
 	f.sizes["nvme1n1"] = 64 << 20
-	opts := agent.Options{NodeID: "node-1", SysRoot: f.paths.sys, ProcRoot: t.TempDir()}
-	if err := opts.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	node := agent.New(opts, f.mp, agent.HostMounter{}, nil)
-	staging := filepath.Join(t.TempDir(), "staging", f.target.VolumeID)
-	if err := os.MkdirAll(filepath.Dir(staging), 0o750); err != nil {
-		t.Fatal(err)
-	}
-	attrs := map[string]string{"nqn": f.target.NQN, "address": "10.0.0.5", "port": "4420"}
-	if _, err := node.NodeStageVolume(context.Background(), &csi.NodeStageVolumeRequest{VolumeId: f.target.VolumeID, StagingTargetPath: staging, VolumeCapability: blockCap(), VolumeContext: attrs}); err != nil {
-		t.Fatal(err)
-	}
+	node, staging := f.stagedNode(t, agent.Options{SysRoot: f.paths.sys, ProcRoot: t.TempDir()})
 	// The agent is killed inside a re-creation of the front: the device is
 	// there, its loaded table holds the namespace, nothing is live.
 	front := f.mapper.front(f.name)

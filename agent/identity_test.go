@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -75,16 +74,7 @@ func (f *fixture) checksum(t *testing.T, id string) [32]byte {
 func TestNoRepairOrRestagePutsTheVolumeOnAnotherDisk(t *testing.T) {
 	f := newFixture(t)
 	id, attrs := f.volume("pvc-identity", 64*mib, bytes.Repeat([]byte{0x11}, 4096), true)
-	staging, target := f.paths(id)
-	if err := f.stage(id, staging, blockCap(), attrs); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Dir(target), 0o750); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.publish(id, staging, target, blockCap(), attrs); err != nil {
-		t.Fatal(err)
-	}
+	staging, target := f.stageAndPublishBlock(t, id, attrs)
 	staged, other, sum := f.replaceDisk(t, id, 0x5a)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -157,19 +147,7 @@ func TestARefusedHealLeavesTheFrontAndFailsItsIO(t *testing.T) {
 	staged := sysfs.Identity{WWID: "uuid.a", UUID: "a"}
 	f.paths.appearAs(t, f.target.NQN, "nvme1n1", sysfs.DevT{Major: 259, Minor: 3}, staged)
 	f.sizes["nvme1n1"] = 64 << 20
-	opts := agent.Options{NodeID: "node-1"}
-	if err := opts.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	node := agent.New(opts, f.mp, agent.HostMounter{}, nil)
-	staging := filepath.Join(t.TempDir(), "staging", f.target.VolumeID)
-	if err := os.MkdirAll(filepath.Dir(staging), 0o750); err != nil {
-		t.Fatal(err)
-	}
-	attrs := map[string]string{"nqn": f.target.NQN, "address": "10.0.0.5", "port": "4420"}
-	if _, err := node.NodeStageVolume(context.Background(), &csi.NodeStageVolumeRequest{VolumeId: f.target.VolumeID, StagingTargetPath: staging, VolumeCapability: blockCap(), VolumeContext: attrs}); err != nil {
-		t.Fatal(err)
-	}
+	node, _ := f.stagedNode(t, agent.Options{})
 	f.calls()
 	f.paths.vanish(f.target.NQN)
 	f.paths.appearAs(t, f.target.NQN, "nvme2n1", sysfs.DevT{Major: 259, Minor: 4}, sysfs.Identity{WWID: "uuid.b", UUID: "b"})

@@ -330,6 +330,26 @@ func (f *multipathFixture) attach(t *testing.T) agent.Device {
 	return d
 }
 
+// stagedNode is a node over the fixture's front that has staged the
+// fixture's volume as a raw block volume; it returns its staging path.
+func (f *multipathFixture) stagedNode(t *testing.T, opts agent.Options) (*agent.Node, string) {
+	t.Helper()
+	opts.NodeID = "node-1"
+	if err := opts.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	node := agent.New(opts, f.mp, agent.HostMounter{}, nil)
+	staging := filepath.Join(t.TempDir(), "staging", f.target.VolumeID)
+	if err := os.MkdirAll(filepath.Dir(staging), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	attrs := map[string]string{"nqn": f.target.NQN, "address": "10.0.0.5", "port": "4420"}
+	if _, err := node.NodeStageVolume(context.Background(), &csi.NodeStageVolumeRequest{VolumeId: f.target.VolumeID, StagingTargetPath: staging, VolumeCapability: blockCap(), VolumeContext: attrs}); err != nil {
+		t.Fatal(err)
+	}
+	return node, staging
+}
+
 func (f *multipathFixture) calls() []string {
 	f.mapper.mu.Lock()
 	defer f.mapper.mu.Unlock()

@@ -45,10 +45,11 @@ func (f *fixture) loseAndRenumber(t *testing.T, id string) string {
 	return devs[0]
 }
 
-func TestRepairReconnectsAndMovesBlockPublishesToTheRenumberedDevice(t *testing.T) {
-	f := newFixture(t)
-	id, attrs := f.volume("pvc-repair-block", 64*mib, nil, true)
-	staging, target := f.paths(id)
+// stageAndPublishBlock stages the volume as a raw block volume and
+// publishes it once.
+func (f *fixture) stageAndPublishBlock(t *testing.T, id string, attrs map[string]string) (staging, target string) {
+	t.Helper()
+	staging, target = f.paths(id)
 	if err := f.stage(id, staging, blockCap(), attrs); err != nil {
 		t.Fatal(err)
 	}
@@ -58,6 +59,13 @@ func TestRepairReconnectsAndMovesBlockPublishesToTheRenumberedDevice(t *testing.
 	if err := f.publish(id, staging, target, blockCap(), attrs); err != nil {
 		t.Fatal(err)
 	}
+	return staging, target
+}
+
+func TestRepairReconnectsAndMovesBlockPublishesToTheRenumberedDevice(t *testing.T) {
+	f := newFixture(t)
+	id, attrs := f.volume("pvc-repair-block", 64*mib, nil, true)
+	staging, target := f.stageAndPublishBlock(t, id, attrs)
 	old := f.loseAndRenumber(t, id)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
