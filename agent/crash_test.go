@@ -80,6 +80,22 @@ func TestAnInterruptedFormatIsRedoneAndOnlyThat(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// With it, but with the magic of something else written since (an
+	// interrupted mkfs of ext4 leaves no such thing), still refused.
+	// Both a whole header blkid knows and a bare magic that it does not
+	// vouch for are refused.
+	for _, m := range []struct {
+		magic []byte
+		off   int64
+		named string
+	}{{[]byte("LUKS\xba\xbe\x00\x01"), 0, "crypto_LUKS"}, {[]byte("XFSB"), 0, "holds xfs"}} {
+		saved := headAt(t, f.file(id), m.off, len(m.magic))
+		writeAt(t, f.file(id), m.magic, m.off)
+		err = f.stage(id, staging, fsCap("ext4"), attrs)
+		wantCode(t, err, 9, m.named)
+		writeAt(t, f.file(id), saved, m.off)
+	}
+
 	// With it, the retry formats again and mounts.
 	if err := f.stage(id, staging, fsCap("ext4"), attrs); err != nil {
 		t.Fatalf("the retry after an interrupted format: %v", err)
@@ -111,6 +127,23 @@ func TestAnInterruptedFormatIsRedoneAndOnlyThat(t *testing.T) {
 	}
 	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the stale marker stayed: %v", err)
+	}
+}
+
+func headAt(t *testing.T, file string, off int64, n int) []byte {
+	t.Helper()
+	return head(t, file, int(off)+n)[off:]
+}
+
+func writeAt(t *testing.T, file string, b []byte, off int64) {
+	t.Helper()
+	fd, err := os.OpenFile(file, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = fd.Close() }()
+	if _, err := fd.WriteAt(b, off); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/rds-csi/rds-csi/internal/fault"
+	"github.com/rds-csi/rds-csi/kernel/blockdev"
 	"github.com/rds-csi/rds-csi/kernel/command"
 	"github.com/rds-csi/rds-csi/kernel/sysfs"
 )
@@ -47,7 +49,7 @@ func (n *Node) loadFormatMarker(volumeID string, dev Device, fsType string) (boo
 	if err != nil || !ok {
 		return false, err
 	}
-	if m.VolumeID != volumeID || m.FSType != fsType || m.Identity != dev.Identity {
+	if m.VolumeID != volumeID || m.FSType != fsType || m.Identity.IsZero() || m.Identity != dev.Identity {
 		klog.InfoS("Ignoring a format marker of another disk or filesystem", "volumeID", volumeID, "marker", m, "identity", dev.Identity.String(), "fsType", fsType)
 		return false, nil
 	}
@@ -94,12 +96,20 @@ func (n *Node) ensureFilesystem(ctx context.Context, id string, dev Device, fsTy
 		// Only a whole filesystem counts: blkid checks the superblock
 		// (and its checksum), where the quick probe reads magic bytes.
 		whole, err := n.filesystemType(ctx, dev.Path)
-		if err != nil {
+		switch {
+		case err != nil:
 			return fmt.Errorf("%w: cannot tell whether the interrupted format of %s finished: %w", errPrecondition, dev.Path, err)
-		}
-		if sameFilesystem(whole, fsType) {
+		case sameFilesystem(whole, fsType):
 			klog.InfoS("An interrupted format of the volume had finished; mounting it", "volumeID", id, "device", dev.Path, "found", whole)
-			return n.removeFormatMarker(id)
+			if err := n.removeFormatMarker(id); err != nil {
+				return err
+			}
+			return nil
+		case whole != "" || what != blockdev.UnknownData:
+			// A whole filesystem of another kind, or the magic of one
+			// without a whole superblock: not what an interrupted mkfs of
+			// this volume leaves before its superblock. Someone wrote it.
+			return fmt.Errorf("%w: %s holds %s, though this node's format of it was interrupted (%s): it is neither formatted nor mounted; find out what wrote it", errPrecondition, dev.Path, cmp.Or(whole, what), n.markerPath(id))
 		}
 		klog.InfoS("Formatting again after an interrupted format", "volumeID", id, "device", dev.Path, "found", what)
 		found = false

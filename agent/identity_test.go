@@ -88,10 +88,17 @@ func TestNoRepairOrRestagePutsTheVolumeOnAnotherDisk(t *testing.T) {
 			t.Errorf("the repair's error %q does not name %s", err, want)
 		}
 	}
-	// The publish still shows the old device, never the other disk.
+	// The publish was withdrawn (its device number may go to the other
+	// disk), and never shows the other disk.
+	if m := mountsAt(t, target); len(m) != 0 {
+		t.Fatalf("the block publish is still mounted: %+v", m)
+	}
 	if b, err := readHead(target, 4096); err == nil && bytes.Contains(b, []byte{0x5a, 0x5a, 0x5a, 0x5a}) {
 		t.Fatalf("the consumer reads the other disk through %s", target)
 	}
+	// A new publish (another pod on the node) is refused too.
+	err = f.publish(id, staging, target+"-2", blockCap(), attrs)
+	wantCode(t, err, codes.FailedPrecondition, "another disk")
 
 	_, err = f.node.NodeStageVolume(context.Background(), &csi.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: staging, VolumeCapability: blockCap(), VolumeContext: attrs})
 	wantCode(t, err, codes.FailedPrecondition, "another disk")
@@ -188,5 +195,78 @@ func TestAFrontLeftWithoutATableIsCompleted(t *testing.T) {
 	}
 	if front := f.mapper.front(f.name); !front.dev.Live || !strings.Contains(front.table[0].Params, "259:3") {
 		t.Fatalf("front %+v", front)
+	}
+}
+
+// A refusal is kept in the record: an agent restarted afterwards keeps the
+// volume's front failing I/O (its start would otherwise make every front
+// queue again) and its repair refuses at once, without connecting, until
+// the volume is staged again.
+func TestARefusalOutlivesAnAgentRestart(t *testing.T) {
+	f := newMultipathFixture(t)
+	f.paths.appearAs(t, f.target.NQN, "nvme1n1", sysfs.DevT{Major: 259, Minor: 3}, sysfs.Identity{WWID: "uuid.a"})
+	f.sizes["nvme1n1"] = 64 << 20
+	node, _ := f.stagedNode(t, agent.Options{})
+	f.paths.vanish(f.target.NQN)
+	f.paths.appearAs(t, f.target.NQN, "nvme2n1", sysfs.DevT{Major: 259, Minor: 4}, sysfs.Identity{WWID: "uuid.b"})
+	f.sizes["nvme2n1"] = 64 << 20
+	vol := heal.Volume{VolumeID: f.target.VolumeID, NQN: f.target.NQN, NSID: 1}
+	if err := node.Repair(context.Background(), vol, heal.Health{}); !errors.Is(err, heal.ErrIdentityChanged) {
+		t.Fatalf("repair: %v", err)
+	}
+
+	opts := agent.Options{NodeID: "node-1"}
+	if err := opts.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	restarted := agent.New(opts, f.mp, agent.HostMounter{}, nil)
+	vols, err := restarted.Resume(f.kubelet)
+	if err != nil || len(vols) != 1 || !vols[0].Refused {
+		t.Fatalf("resumed %+v %v, want the refused volume", vols, err)
+	}
+	f.calls()
+	if err := restarted.UndoShutdown(context.Background(), vols); err != nil {
+		t.Fatal(err)
+	}
+	if calls := strings.Join(f.calls(), ";"); calls != "message "+f.name+" fail_if_no_path" {
+		t.Fatalf("device-mapper calls at start %q: the refused front must keep failing I/O", calls)
+	}
+	connects := f.paths.connected
+	err = restarted.Repair(context.Background(), vol, heal.Health{})
+	if !errors.Is(err, heal.ErrIdentityChanged) || !strings.Contains(err.Error(), "uuid.b") {
+		t.Fatalf("repair after the restart: %v", err)
+	}
+	if f.paths.connected != connects {
+		t.Fatal("the repair of a refused volume connected again")
+	}
+}
+
+// An agent killed inside a reload of a front (after its suspend, before its
+// resume) leaves the front suspended: the next agent's start resumes it,
+// or its consumers would wait for ever on a volume the kernel shows live.
+func TestAFrontLeftSuspendedIsResumedAtStart(t *testing.T) {
+	f := newMultipathFixture(t)
+	f.paths.appear(t, f.target.NQN, "nvme1n1", sysfs.DevT{Major: 259, Minor: 3}, true)
+	f.sizes["nvme1n1"] = 64 << 20
+	f.stagedNode(t, agent.Options{})
+	f.mapper.front(f.name).dev.Suspended = true
+	opts := agent.Options{NodeID: "node-1"}
+	if err := opts.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	restarted := agent.New(opts, f.mp, agent.HostMounter{}, nil)
+	vols, err := restarted.Resume(f.kubelet)
+	if err != nil || len(vols) != 1 {
+		t.Fatalf("resumed %+v %v", vols, err)
+	}
+	f.calls()
+	if err := restarted.UndoShutdown(context.Background(), vols); err != nil {
+		t.Fatal(err)
+	}
+	if calls := strings.Join(f.calls(), ";"); calls != "resume "+f.name+";message "+f.name+" queue_if_no_path" {
+		t.Fatalf("device-mapper calls at start %q", calls)
+	}
+	if f.mapper.front(f.name).dev.Suspended {
+		t.Fatal("the front is still suspended")
 	}
 }

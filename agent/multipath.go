@@ -26,6 +26,8 @@ type Mapper interface {
 	Create(ctx context.Context, name string, table []dm.Target) (dm.Device, error)
 	// Activate completes a device that exists without a live table.
 	Activate(ctx context.Context, name string, table []dm.Target) (dm.Device, error)
+	// Resume releases a suspended device.
+	Resume(ctx context.Context, name string) error
 	// Reload replaces the table without flushing: queued I/O moves on to
 	// the new table.
 	Reload(ctx context.Context, name string, table []dm.Target) error
@@ -47,6 +49,7 @@ func (KernelMapper) Create(ctx context.Context, name string, table []dm.Target) 
 func (KernelMapper) Activate(ctx context.Context, name string, table []dm.Target) (dm.Device, error) {
 	return dm.Activate(ctx, name, table)
 }
+func (KernelMapper) Resume(ctx context.Context, name string) error { return dm.Resume(ctx, name) }
 func (KernelMapper) Reload(ctx context.Context, name string, table []dm.Target) error {
 	return dm.Reload(ctx, name, table)
 }
@@ -389,23 +392,33 @@ func (m *Multipath) Refresh(ctx context.Context, t Target, size int64) error {
 // no path, so that an unmount or a close at node shutdown cannot wait
 // forever on an unreachable target. The next Attach restores queueing.
 func (m *Multipath) StopQueueing(ctx context.Context, t Target) error {
-	name := MapperName(t.VolumeID)
-	_, exists, err := m.Mapper.Lookup(name)
-	if err != nil || !exists {
-		return err
-	}
-	return m.Mapper.Message(ctx, name, "fail_if_no_path")
+	return m.setQueueing(ctx, t, "fail_if_no_path")
 }
 
 // StartQueueing makes the volume's front queue I/O again while it has no
-// path, after a previous run's StopQueueing. No front is not an error.
+// path, after a previous run's StopQueueing, and resumes it if a previous
+// run was killed inside a reload and left it suspended (its I/O held for
+// ever otherwise: the health model sees a live namespace and has nothing to
+// repair). No front is not an error.
 func (m *Multipath) StartQueueing(ctx context.Context, t Target) error {
+	return m.setQueueing(ctx, t, "queue_if_no_path")
+}
+
+// setQueueing sends msg to the volume's live front, resuming it first if a
+// killed agent left it suspended.
+func (m *Multipath) setQueueing(ctx context.Context, t Target, msg string) error {
 	name := MapperName(t.VolumeID)
-	_, exists, err := m.Mapper.Lookup(name)
-	if err != nil || !exists {
+	d, exists, err := m.Mapper.Lookup(name)
+	if err != nil || !exists || !d.Live {
 		return err
 	}
-	return m.Mapper.Message(ctx, name, "queue_if_no_path")
+	if d.Suspended {
+		if err := m.Mapper.Resume(ctx, name); err != nil {
+			return fmt.Errorf("resuming the front %s a killed agent left suspended: %w", name, err)
+		}
+		klog.InfoS("Resumed a front a killed agent left suspended", "volumeID", t.VolumeID, "front", name)
+	}
+	return m.Mapper.Message(ctx, name, msg)
 }
 
 // frontQueueing is an Attacher whose devices queue I/O while a volume has

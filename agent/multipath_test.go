@@ -99,6 +99,18 @@ func (m *fakeMapper) Activate(_ context.Context, name string, table []dm.Target)
 	return d.dev, nil
 }
 
+func (m *fakeMapper) Resume(_ context.Context, name string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.record("resume " + name)
+	d, ok := m.devices[name]
+	if !ok {
+		return dm.ErrNotFound
+	}
+	d.dev.Suspended = false
+	return nil
+}
+
 func (m *fakeMapper) Reload(_ context.Context, name string, table []dm.Target) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -284,12 +296,13 @@ func (p *fakePaths) Detach(_ context.Context, t agent.Target) error {
 func (p *fakePaths) Refresh(context.Context, agent.Target, int64) error { return nil }
 
 type multipathFixture struct {
-	mp     *agent.Multipath
-	mapper *fakeMapper
-	paths  *fakePaths
-	sizes  map[string]int64
-	target agent.Target
-	name   string
+	kubelet string
+	mp      *agent.Multipath
+	mapper  *fakeMapper
+	paths   *fakePaths
+	sizes   map[string]int64
+	target  agent.Target
+	name    string
 }
 
 func newMultipathFixture(t *testing.T) *multipathFixture {
@@ -331,7 +344,8 @@ func (f *multipathFixture) attach(t *testing.T) agent.Device {
 }
 
 // stagedNode is a node over the fixture's front that has staged the
-// fixture's volume as a raw block volume; it returns its staging path.
+// fixture's volume as a raw block volume, in a kubelet-like directory
+// (f.kubelet); it returns its staging path.
 func (f *multipathFixture) stagedNode(t *testing.T, opts agent.Options) (*agent.Node, string) {
 	t.Helper()
 	opts.NodeID = "node-1"
@@ -339,7 +353,8 @@ func (f *multipathFixture) stagedNode(t *testing.T, opts agent.Options) (*agent.
 		t.Fatal(err)
 	}
 	node := agent.New(opts, f.mp, agent.HostMounter{}, nil)
-	staging := filepath.Join(t.TempDir(), "staging", f.target.VolumeID)
+	f.kubelet = t.TempDir()
+	staging := filepath.Join(f.kubelet, "plugins/kubernetes.io/csi/volumeDevices/staging", f.target.VolumeID)
 	if err := os.MkdirAll(filepath.Dir(staging), 0o750); err != nil {
 		t.Fatal(err)
 	}

@@ -334,6 +334,12 @@ func (n *Node) takeApart(ctx context.Context, t Target, rec record) error {
 		return err
 	}
 	if err := n.detach(ctx, t, rec); err != nil {
+		// Still connected, and the CO may publish it again: staged as
+		// before, healed after a restart too.
+		rec.Phase = ""
+		if serr := rec.save(); serr != nil {
+			klog.ErrorS(serr, "Cannot mark the volume staged again after a failed disconnect", "volumeID", rec.VolumeID)
+		}
 		return err
 	}
 	fault.Crash(fault.UnstageDisconnected)
@@ -434,16 +440,31 @@ func (n *Node) publish(ctx context.Context, id, target, staging string, vc *csi.
 	var source string
 	var dev sysfs.DevT
 	if vc.GetBlock() != nil {
-		c, err := volume.ParseContext(attrs)
-		if err != nil {
+		if _, err := volume.ParseContext(attrs); err != nil {
 			return fmt.Errorf("%w: %w", errInvalid, err)
 		}
-		d, err := n.attacher.Find(ctx, n.target(id, c))
+		rec, ok, err := loadRecord(staging, id)
+		if err != nil {
+			return err
+		}
+		if !ok || !rec.attached() {
+			return fmt.Errorf("%w: volume %s is not staged at %s", errPrecondition, id, staging)
+		}
+		t := n.recordTarget(rec)
+		d, err := n.attacher.Find(ctx, t)
 		if errors.Is(err, ErrNotAttached) {
 			return fmt.Errorf("%w: volume %s is not staged on this node", errPrecondition, id)
 		}
 		if err != nil {
 			return err
+		}
+		// The device handed out must be the staged disk: a namespace
+		// present under the volume's NQN is checked (a front whose
+		// namespace is away is the volume's all the same: it queues).
+		if !d.Mapped || d.Backing != (sysfs.DevT{}) {
+			if err := checkIdentity(t, d); err != nil {
+				return err
+			}
 		}
 		source, dev = d.Path, d.Dev
 		if err := n.setBlockReadOnly(d, target, readOnly, mounts); err != nil {

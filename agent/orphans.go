@@ -35,6 +35,14 @@ func (n *Node) OrphanDisconnect(tree sysfs.Tree, disconnect func(ctx context.Con
 				return fmt.Errorf("refusing to disconnect orphan %s: an operation on volume %s is in progress", controller, id)
 			}
 			defer release()
+			// A whole NodeStage may have run since the loop judged the
+			// controller an orphan: a staged volume is nobody's orphan.
+			if staging := n.stagingOf(id); staging != "" {
+				rec, ok, err := loadRecord(staging, id)
+				if err != nil || (ok && rec.attached()) {
+					return fmt.Errorf("refusing to disconnect orphan %s: volume %s is staged at %s (record: %v)", controller, id, staging, err)
+				}
+			}
 			if err := n.removeLeakedFront(ctx, id); err != nil {
 				return fmt.Errorf("refusing to disconnect orphan %s: %w", controller, err)
 			}

@@ -50,6 +50,10 @@ type record struct {
 	// no reattach or heal may put under the volume's consumers.
 	Identity sysfs.Identity `json:"identity"`
 	Size     int64          `json:"size,omitempty"`
+	// Refused says why a heal refused the namespace as another disk: the
+	// volume stays refused (its front failing I/O) across agent restarts,
+	// until it is staged again onto its own disk.
+	Refused string `json:"refused,omitempty"`
 }
 
 // phaseAttaching marks the intent record of a NodeStage that has not

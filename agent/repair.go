@@ -52,6 +52,11 @@ func (n *Node) Repair(ctx context.Context, v heal.Volume, _ heal.Health) error {
 	if !ok {
 		return fmt.Errorf("volume %s: no record at %s", v.VolumeID, staging)
 	}
+	if rec.Refused != "" {
+		// Refused by an earlier run: nothing made the disk the volume's
+		// since (a new staging clears it).
+		return n.refuseOtherDisk(ctx, rec, fmt.Errorf("%w: %s", ErrIdentityChanged, rec.Refused))
+	}
 	t := n.recordTarget(rec)
 	var dev Device
 	for delay := repairBackoffInitial; ; delay = min(2*delay, repairBackoffMax) {
@@ -110,6 +115,12 @@ func (n *Node) Repair(ctx context.Context, v heal.Volume, _ heal.Health) error {
 func (n *Node) refuseOtherDisk(ctx context.Context, rec record, cause error) error {
 	klog.ErrorS(cause, "Refusing to heal the volume onto another disk", "volumeID", rec.VolumeID, "nqn", rec.NQN)
 	var errs []error
+	if rec.Refused == "" {
+		rec.Refused = cause.Error()
+		if err := rec.save(); err != nil {
+			errs = append(errs, fmt.Errorf("recording the refusal: %w", err))
+		}
+	}
 	if qs, ok := n.attacher.(frontQueueing); ok && rec.Namespace != "" {
 		if err := qs.StopQueueing(ctx, n.recordTarget(rec)); err != nil {
 			errs = append(errs, fmt.Errorf("making its front fail I/O: %w", err))

@@ -28,6 +28,9 @@ type StagedVolume struct {
 	Block                      bool
 	// Connect are the volume's connect options as staged.
 	Connect volume.ConnectOptions
+	// Refused is set when a heal refused the volume's namespace as another
+	// disk: its front keeps failing I/O.
+	Refused bool
 }
 
 // Resume reads every volume record under kubeletDir, so that after a
@@ -73,7 +76,7 @@ func (n *Node) Resume(kubeletDir string) ([]StagedVolume, error) {
 		if err := n.tracker.Track(rec.healVolume()); err != nil {
 			klog.ErrorS(err, "Cannot track a resumed volume", "volumeID", rec.VolumeID)
 		}
-		vols = append(vols, StagedVolume{VolumeID: rec.VolumeID, NQN: rec.NQN, StagingPath: rec.StagingPath, NSID: rec.NSID, Block: rec.Block, Connect: rec.Connect})
+		vols = append(vols, StagedVolume{VolumeID: rec.VolumeID, NQN: rec.NQN, StagingPath: rec.StagingPath, NSID: rec.NSID, Block: rec.Block, Connect: rec.Connect, Refused: rec.Refused != ""})
 	}
 	klog.InfoS("Resumed staged volumes from their records", "count", len(vols))
 	return vols, nil
@@ -141,7 +144,11 @@ func (n *Node) UndoShutdown(ctx context.Context, vols []StagedVolume) error {
 			klog.InfoS("Restored ctrl_loss_tmo after a shutdown-mode stop", "volume", v.VolumeID, "controller", c.Name, "from", cur, "to", want)
 		}
 		if fronts {
-			if err := fq.StartQueueing(ctx, Target{VolumeID: v.VolumeID}); err != nil {
+			queue := fq.StartQueueing
+			if v.Refused {
+				queue = fq.StopQueueing // its I/O keeps failing
+			}
+			if err := queue(ctx, Target{VolumeID: v.VolumeID}); err != nil {
 				errs = append(errs, fmt.Errorf("volume %s: %w", v.VolumeID, err))
 			}
 		}

@@ -19,6 +19,10 @@ const (
 	DMCreated = "dm-created"
 	// DMLoaded: the front's table is loaded but inactive (not resumed).
 	DMLoaded = "dm-loaded"
+	// DMSuspended: a reload of the front has suspended it and not yet
+	// resumed it (a repair, or a restage onto a renumbered namespace). Not
+	// in Points: no NodeStage of a new volume passes it.
+	DMSuspended = "dm-suspended"
 	// StageAttached: the front leads to the namespace; the record does not
 	// say so yet.
 	StageAttached = "stage-attached"

@@ -70,9 +70,11 @@ func FilesystemType(ctx context.Context, path string) (string, error) {
 			}
 		}
 		return "", fmt.Errorf("blkid probe of %s: a signature without a TYPE (%q)", path, stdout)
-	case errors.As(err, &exitErr) && exitErr.Code == 2:
+	case errors.As(err, &exitErr) && exitErr.Code == 2 && exitErr.Stderr == "":
 		return "", nil
 	default:
+		// Exit 2 with a complaint is blkid failing to open or read the
+		// device, not finding nothing.
 		return "", fmt.Errorf("blkid probe of %s: %w", path, err)
 	}
 }
@@ -111,8 +113,12 @@ func recognise(head []byte) string {
 			return s.name
 		}
 	}
-	return "data in the first MiB"
+	return UnknownData
 }
+
+// UnknownData is what HasSignature calls bytes in the first MiB that carry
+// none of the signatures it knows.
+const UnknownData = "data in the first MiB"
 
 // blkidType picks the most telling key of blkid's export output.
 func blkidType(out []byte) string {

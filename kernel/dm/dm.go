@@ -49,6 +49,9 @@ type Device struct {
 	// maker was killed in between): it maps nothing, and Activate
 	// completes it.
 	Live bool
+	// Suspended tells a device whose I/O is held: a Reload killed between
+	// its suspend and its resume leaves one, and only Resume releases it.
+	Suspended bool
 }
 
 // Path is the device node Create made for d.
@@ -209,6 +212,7 @@ func Reload(ctx context.Context, name string, table []Target) error {
 	if _, err := call(ctx, "suspend", cmdDevSuspend, newBuffer(name, flagSuspend|flagNoFlush, 0, nil, 0)); err != nil {
 		return notFound(err)
 	}
+	fault.Crash(fault.DMSuspended)
 	err = load(ctx, name, table, payload)
 	if err == nil {
 		err = resume(ctx, name)
@@ -301,7 +305,7 @@ func lookup(ctx context.Context, name string) (Device, bool, error) {
 	if err != nil {
 		return Device{}, false, err
 	}
-	d := Device{Name: name, Live: h.flags&flagActivePresent != 0}
+	d := Device{Name: name, Live: h.flags&flagActivePresent != 0, Suspended: h.flags&flagSuspend != 0}
 	d.Major, d.Minor = decodeDev(h.dev)
 	return d, true, nil
 }
@@ -318,6 +322,16 @@ func (t Target) String() string {
 func load(ctx context.Context, name string, table []Target, payload []byte) error {
 	_, err := call(ctx, "load table into", cmdTableLoad, newBuffer(name, 0, len(table), payload, 0))
 	return notFound(err)
+}
+
+// Resume resumes a suspended device (without a flush), activating a table
+// that was loaded but not resumed. Resuming a device that is not suspended
+// changes nothing.
+func Resume(ctx context.Context, name string) error {
+	if err := validName(name); err != nil {
+		return err
+	}
+	return resume(ctx, name)
 }
 
 // resume activates a loaded table. DM_NOFLUSH_FLAG matters when the device

@@ -138,9 +138,12 @@ func (k *fakeKernel) ioctl(_ int, req uint32, buf []byte) error {
 	default:
 		return unix.ENOTTY
 	}
-	h.flags &^= flagActivePresent
+	h.flags &^= flagActivePresent | flagSuspend
 	if d.active != nil && cmd != cmdDevRemove {
 		h.flags |= flagActivePresent
+	}
+	if d.suspended && cmd != cmdDevRemove {
+		h.flags |= flagSuspend
 	}
 	h.dev = encodeDev(253, d.minor)
 	h.put(buf)
@@ -537,5 +540,30 @@ func TestAvailableAcceptsTheInterfaceThisPackageSpeaksOnly(t *testing.T) {
 	sys.control = filepath.Join(t.TempDir(), "no-control")
 	if err := Available(context.Background()); err == nil {
 		t.Fatal("a missing control device was accepted")
+	}
+}
+
+// A Reload killed after its suspend leaves the device suspended: Lookup
+// tells it, and Resume releases it on the table it has.
+func TestADeviceLeftSuspendedIsToldAndResumed(t *testing.T) {
+	k := newFakeKernel(t)
+	if _, err := Create(t.Context(), "vol-a", table1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := call(t.Context(), "suspend", cmdDevSuspend, newBuffer("vol-a", flagSuspend|flagNoFlush, 0, nil, 0)); err != nil {
+		t.Fatal(err)
+	}
+	d, ok, err := Lookup("vol-a")
+	if err != nil || !ok || !d.Suspended || !d.Live {
+		t.Fatalf("Lookup: %+v %v %v, want a live, suspended device", d, ok, err)
+	}
+	if err := Resume(t.Context(), "vol-a"); err != nil {
+		t.Fatal(err)
+	}
+	if fd := k.device("vol-a"); fd.suspended || len(fd.active) != 1 || fd.active[0] != table1[0] {
+		t.Fatalf("kernel state %+v", fd)
+	}
+	if d, _, _ := Lookup("vol-a"); d.Suspended {
+		t.Fatal("still suspended")
 	}
 }
