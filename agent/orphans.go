@@ -39,8 +39,11 @@ func (n *Node) OrphanDisconnect(tree sysfs.Tree, disconnect func(ctx context.Con
 			// controller an orphan: a staged volume is nobody's orphan.
 			if staging := n.stagingOf(id); staging != "" {
 				rec, ok, err := loadRecord(staging, id)
-				if err != nil || (ok && rec.attached()) {
-					return fmt.Errorf("refusing to disconnect orphan %s: volume %s is staged at %s (record: %v)", controller, id, staging, err)
+				if err != nil {
+					return fmt.Errorf("refusing to disconnect orphan %s: reading the record of volume %s: %w", controller, id, err)
+				}
+				if ok && rec.attached() {
+					return fmt.Errorf("refusing to disconnect orphan %s: volume %s is staged at %s", controller, id, staging)
 				}
 			}
 			if err := n.removeLeakedFront(ctx, id); err != nil {
