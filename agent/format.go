@@ -101,10 +101,7 @@ func (n *Node) ensureFilesystem(ctx context.Context, id string, dev Device, fsTy
 			return fmt.Errorf("%w: cannot tell whether the interrupted format of %s finished: %w", errPrecondition, dev.Path, err)
 		case sameFilesystem(whole, fsType):
 			klog.InfoS("An interrupted format of the volume had finished; mounting it", "volumeID", id, "device", dev.Path, "found", whole)
-			if err := n.removeFormatMarker(id); err != nil {
-				return err
-			}
-			return nil
+			return n.removeFormatMarker(id)
 		case whole != "" || what != blockdev.UnknownData:
 			// A whole filesystem of another kind, or the magic of one
 			// without a whole superblock: not what an interrupted mkfs of
