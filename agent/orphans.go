@@ -57,18 +57,9 @@ func (n *Node) OrphanDisconnect(tree sysfs.Tree, disconnect func(ctx context.Con
 		case err != nil:
 			return fmt.Errorf("refusing to disconnect orphan %s: cannot find its device: %w", controller, err)
 		}
-		mounts, err := n.mounter.List()
-		if err != nil {
-			return err
-		}
-		cctx, cancel := context.WithTimeout(ctx, n.opts.InUseTimeout)
-		users, err := n.users(cctx, dev, mounts, "")
-		cancel()
+		users, err := n.usersOf(ctx, dev)
 		if err != nil {
 			return fmt.Errorf("refusing to disconnect orphan %s: cannot tell whether %s is in use: %w", controller, dev.Path, err)
-		}
-		if busy, err := blockdev.InUse(dev.Path); err != nil || busy {
-			users = append(users, "an exclusive opener")
 		}
 		if len(users) > 0 {
 			return fmt.Errorf("refusing to disconnect orphan %s: %s is in use by %s", controller, dev.Path, strings.Join(users, ", "))
@@ -103,18 +94,9 @@ func (n *Node) removeLeakedFront(ctx context.Context, id string) error {
 		return err
 	}
 	if d.Path != "" {
-		mounts, err := n.mounter.List()
-		if err != nil {
-			return err
-		}
-		cctx, cancel := context.WithTimeout(ctx, n.opts.InUseTimeout)
-		users, err := n.users(cctx, d, mounts, "")
-		cancel()
+		users, err := n.usersOf(ctx, d)
 		if err != nil {
 			return fmt.Errorf("cannot tell whether the front %s of volume %s is in use: %w", d.Path, id, err)
-		}
-		if busy, err := blockdev.InUse(d.Path); err != nil || busy {
-			users = append(users, "an exclusive opener")
 		}
 		if len(users) > 0 {
 			return fmt.Errorf("the front %s of volume %s is in use by %s", d.Path, id, strings.Join(users, ", "))
@@ -145,4 +127,24 @@ func (n *Node) removeHalfMadeFront(ctx context.Context, id string) error {
 	}
 	klog.InfoS("Removed a front whose making was interrupted", "volumeID", id, "front", MapperName(id))
 	return nil
+}
+
+// usersOf lists everything that uses dev, within the in-use bound: mounts
+// and bind mounts of it, holders, processes, and an exclusive opener (a
+// failed exclusive-open probe counts as one: doubt is a user).
+func (n *Node) usersOf(ctx context.Context, dev Device) ([]string, error) {
+	mounts, err := n.mounter.List()
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, n.opts.InUseTimeout)
+	users, err := n.users(cctx, dev, mounts, "")
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	if busy, err := blockdev.InUse(dev.Path); err != nil || busy {
+		users = append(users, "an exclusive opener")
+	}
+	return users, nil
 }

@@ -359,7 +359,8 @@ func (l *Loop) refreshNQN(nqn string, resolve bool) {
 // it differs from the last one seen.
 func (l *Loop) resolve(v *volume) {
 	ns, err := l.cfg.Sysfs.ResolveNamespace(v.NQN, v.NSID)
-	if err != nil || v.Identity.Same(ns.Identity()) {
+	foreign := err == nil && !v.Identity.Same(ns.Identity())
+	if !foreign {
 		v.foreign = ""
 	}
 	switch {
@@ -368,7 +369,7 @@ func (l *Loop) resolve(v *volume) {
 	case err != nil:
 		l.scanFailed(err, "namespace", v.VolumeID)
 		v.resolveErr = err
-	case !v.Identity.Same(ns.Identity()):
+	case foreign:
 		// Another disk answers to the NQN and NSID: for the volume it is
 		// as good as absent, and never live.
 		v.resolveErr = nil
